@@ -1,0 +1,1 @@
+"""ILSVRC 2012 → TFDS-compatible shards with Apache Beam."""

@@ -1,0 +1,5 @@
+import sys
+
+from imagenet_beam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""`python -m imagenet_beam {convert,generate}`: the command line other tools rely on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Sequence
+
+from imagenet_beam import dataset
+
+USAGE = """usage: python -m imagenet_beam COMMAND [flags]
+
+commands:
+  convert   ILSVRC 2012 tarballs → DATA_DIR/imagenet2012/5.1.0/ (TFRecord or ArrayRecord)
+            python -m imagenet_beam convert --manual_dir=DIR --data_dir=OUT \\
+                --splits=train,validation,test --file_format=tfrecord|array_record \\
+                [--num_shards=N] [--on_corrupt=fail|skip] [--test_archive=NAME] \\
+                [--runner=DirectRunner --direct_running_mode=multi_processing \\
+                 --direct_num_workers=2 ...]
+            (`convert --help` lists every flag; standard Beam options pass through)
+  verify    VERSION_DIR: check shards against lineage.json, load and decode through TFDS
+  generate  write a small ImageNet-shaped manual dir (`generate --help`)
+"""
+
+_OUR_ERROR = re.compile(r"imagenet_beam error: (.*?)(?:\\n|\n|['\"]\)|$)", re.S)
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """Our own message, when a worker's failure carries one (runners wrap exceptions)."""
+    match = _OUR_ERROR.search(str(exc))
+    return match.group(1).strip() if match else None
+
+
+def _summary(record: dict) -> str:
+    lines = []
+    for split, info in sorted(record["splits"].items(), key=lambda kv: dataset.SPLITS.index(kv[0])):
+        lines.append(
+            f"{split}: {info['num_examples']} examples in {info['num_shards']} shard(s), "
+            f"{info['num_bytes']} bytes"
+        )
+    lines.append(f"fixed images: {len(record['fixed_images'])}, "
+                 f"skipped images: {len(record['skipped_images'])}")
+    return "\n".join(lines)
+
+
+def convert_main(argv: Sequence[str]) -> int:
+    from imagenet_beam import convert, pipeline
+
+    if "--help" in argv or "-h" in argv:
+        pipeline.ConvertOptions(["--help"])
+        return 0
+    try:
+        record = convert.run(list(argv))
+    except convert.ConvertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    final, _ = convert.output_dirs(pipeline.ConvertOptions(list(argv)).data_dir)
+    print(f"wrote {final}")
+    print(_summary(record))
+    for note in record["warnings"]:
+        print(f"note: {note}")
+    return 0
+
+
+def verify_main(argv: Sequence[str]) -> int:
+    from imagenet_beam import verify
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0", file=sys.stderr)
+        return 2
+    try:
+        summary = verify.verify_output(argv[0])
+    except (verify.VerificationError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"verified {summary['version_dir']}: every shard matches lineage.json, TFDS loads it")
+    for split, facts in summary["splits"].items():
+        print(f"  {split}: {facts['num_examples']} examples, {facts['num_shards']} shard(s), "
+              f"first image {facts.get('first_image_shape')}")
+    print(f"  fixed images: {summary['fixed_images']}, skipped: {summary['skipped_images']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "convert":
+        return convert_main(rest)
+    if command == "verify":
+        return verify_main(rest)
+    if command == "generate":
+        from imagenet_beam import synthetic
+
+        return synthetic.main(rest) or 0
+    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

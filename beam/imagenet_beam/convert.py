@@ -1,0 +1,191 @@
+"""One conversion run: find the archives, run the pipeline into a staging directory,
+write the metadata, then make the version directory visible in one step."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
+
+from imagenet_beam import dataset, metadata, pipeline, shards, storage
+
+log = logging.getLogger(__name__)
+
+STAGING_SUFFIX = ".incomplete"
+REPLACED_SUFFIX = ".replaced"
+
+
+class ConvertError(ValueError):
+    """Bad input or settings; the message says what is wrong and what to do."""
+
+
+def parse_splits(text: str | Sequence[str]) -> list[str]:
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [n.strip() for n in names if n.strip()]
+    unknown = sorted(set(names) - set(dataset.SPLITS))
+    if unknown or not names:
+        raise ConvertError(
+            f"--splits={','.join(names)!s} is not a list of {', '.join(dataset.SPLITS)}"
+        )
+    return [s for s in dataset.SPLITS if s in names]
+
+
+def archive_for_split(manual_dir: str, split: str, test_archive: str | None = None) -> str | None:
+    """The archive a split is read from, or None when it is not in manual_dir."""
+    if split == dataset.TRAIN:
+        candidates = [dataset.TRAIN_ARCHIVE]
+    elif split == dataset.VALIDATION:
+        candidates = [dataset.VALIDATION_ARCHIVE]
+    else:
+        candidates = [test_archive] if test_archive else list(dataset.test_archive_candidates())
+    for name in candidates:
+        path = storage.join(manual_dir, name)
+        if storage.exists(path):
+            return path
+    return None
+
+
+def resolve_inputs(
+    manual_dir: str, splits: Sequence[str], test_archive: str | None = None
+) -> dict[str, str]:
+    """split → archive path; a ConvertError lists everything missing at once."""
+    found, missing = {}, []
+    for split in splits:
+        path = archive_for_split(manual_dir, split, test_archive)
+        if path is None:
+            if split == dataset.TEST and not test_archive:
+                names = " or ".join(dataset.test_archive_candidates())
+            else:
+                names = {
+                    dataset.TRAIN: dataset.TRAIN_ARCHIVE,
+                    dataset.VALIDATION: dataset.VALIDATION_ARCHIVE,
+                    dataset.TEST: test_archive,
+                }[split]
+            missing.append(f"  {split}: {names}")
+        else:
+            found[split] = path
+    if missing:
+        raise ConvertError(
+            f"missing in {manual_dir}:\n" + "\n".join(missing) + "\n"
+            f"{dataset.DOWNLOAD_INSTRUCTIONS} Or ask only for the splits you have (--splits)."
+        )
+    return found
+
+
+def _with_runner_defaults(argv: Sequence[str]) -> PipelineOptions:
+    """Options with the runner named explicitly (recent Beam may otherwise pick one that
+    downloads), and the DirectRunner on every core unless told otherwise."""
+    options = PipelineOptions(argv)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if standard.runner in ("DirectRunner", "direct") and "--direct_running_mode" not in given:
+        direct = options.view_as(DirectOptions)
+        direct.direct_running_mode = "multi_processing"
+        if "--direct_num_workers" not in given:
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options
+
+
+def output_dirs(data_dir: str) -> tuple[str, str]:
+    """(final version directory, its staging directory)."""
+    dataset_dir = storage.join(data_dir, dataset.DATASET_NAME)
+    return (
+        storage.join(dataset_dir, dataset.VERSION),
+        storage.join(dataset_dir, "." + dataset.VERSION + STAGING_SUFFIX),
+    )
+
+
+def _check_results(results: list[shards.ShardResult], splits: Sequence[str]) -> None:
+    for split in splits:
+        mine = [r for r in results if r.split == split]
+        if not mine or sorted(r.index for r in mine) != list(range(mine[0].num_shards)):
+            raise ConvertError(
+                f"the pipeline finished without writing every shard of {split!r} "
+                f"(wrote {len(mine)}); run again"
+            )
+
+
+def _warnings(results: list[shards.ShardResult]) -> list[str]:
+    notes = []
+    for split in dataset.SPLITS:
+        count = sum(r.num_examples for r in results if r.split == split)
+        full = dataset.FULL_SPLIT_SIZES[split]
+        if count and count != full:
+            notes.append(f"{split}: {count} examples, full ILSVRC 2012 has {full}")
+    return notes
+
+
+def publish(staging: str, final: str) -> None:
+    """Make the staged version visible in one step, replacing an older one."""
+    replaced = final + REPLACED_SUFFIX
+    if storage.exists(final):
+        storage.delete_tree(replaced)
+        storage.rename_tree(final, replaced)
+    storage.rename_tree(staging, final)
+    storage.delete_tree(replaced)
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    """Converts the requested splits; returns the lineage record that was published."""
+    argv = list(argv or [])
+    options = _with_runner_defaults(argv)
+    opts = options.view_as(pipeline.ConvertOptions)
+    if not opts.manual_dir or not opts.data_dir:
+        raise ConvertError("both --manual_dir and --data_dir are required")
+    if opts.num_shards is not None and opts.num_shards < 1:
+        raise ConvertError(f"--num_shards={opts.num_shards}: give a positive number of shards")
+    splits = parse_splits(opts.splits)
+    inputs = resolve_inputs(opts.manual_dir, splits, opts.test_archive)
+
+    final, staging = output_dirs(opts.data_dir)
+    if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not opts.overwrite:
+        raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
+    storage.delete_tree(staging)  # whatever a killed run left behind
+    storage.makedirs(staging)
+
+    settings = shards.WriteSettings(
+        output_dir=staging,
+        file_format=opts.file_format,
+        on_corrupt=opts.on_corrupt,
+        validate=opts.validate,
+        max_pixels=opts.max_pixels,
+    )
+    log.info("converting %s from %s into %s", splits, opts.manual_dir, staging)
+    with beam.Pipeline(options=options) as p:
+        pipeline.build_pipeline(p, sorted(inputs.items()), settings, opts.num_shards)
+
+    results_dir = storage.join(staging, pipeline.RESULTS_DIR)
+    results = list(shards.iter_results(results_dir))
+    _check_results(results, splits)
+    storage.delete_tree(results_dir)
+
+    metadata.write_tfds_metadata(staging, opts.file_format, results)
+    record = metadata.lineage_record(
+        results,
+        inputs={
+            split: {"path": path, "size": storage.size(path)} for split, path in inputs.items()
+        },
+        options={
+            "splits": splits,
+            "file_format": opts.file_format,
+            "num_shards": opts.num_shards,
+            "on_corrupt": opts.on_corrupt,
+            "validate": opts.validate,
+            "max_pixels": opts.max_pixels,
+            "runner": options.view_as(StandardOptions).runner,
+        },
+        warnings=_warnings(results),
+    )
+    metadata.write_lineage(staging, record)
+    publish(staging, final)
+    log.info("published %s", final)
+    return record

@@ -1,0 +1,133 @@
+"""What sits beside the shards: TFDS's metadata files and our `lineage.json`.
+
+The TFDS files are produced by TFDS itself from the `imagenet2012` builder's own
+`DatasetInfo`, with the split and shard facts of this run, so `tfds.load` and
+`tfds.builder_from_directory` read the output as if `tfds build` had written it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Mapping
+
+from imagenet_beam import dataset, storage
+from imagenet_beam.shards import ShardResult
+
+LINEAGE_FILE = "lineage.json"
+DATASET_INFO_FILE = "dataset_info.json"
+LINEAGE_SCHEMA = 1
+
+
+def _split_shards(results: Iterable[ShardResult]) -> dict[str, list[ShardResult]]:
+    by_split: dict[str, list[ShardResult]] = {}
+    for r in sorted(results, key=lambda r: (r.split, r.index)):
+        by_split.setdefault(r.split, []).append(r)
+    return by_split
+
+
+def write_tfds_metadata(
+    version_dir: str, file_format: str, results: Iterable[ShardResult]
+) -> list[str]:
+    """Writes dataset_info.json, features.json and label.labels.txt; returns their names."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder
+
+    with storage.scratch_dir() as scratch:
+        builder = imagenet2012_dataset_builder.Builder(
+            data_dir=os.path.join(scratch, "builder"), file_format=file_format
+        )
+        info = builder.info
+        split_infos = [
+            tfds.core.SplitInfo(
+                name=split,
+                shard_lengths=[s.num_examples for s in shards],
+                num_bytes=sum(s.num_bytes for s in shards),
+                filename_template=tfds.core.ShardedFileTemplate(
+                    data_dir=builder.data_dir,
+                    dataset_name=dataset.DATASET_NAME,
+                    split=split,
+                    filetype_suffix=file_format,
+                ),
+            )
+            for split, shards in _split_shards(results).items()
+        ]
+        info.set_splits(tfds.core.SplitDict(split_infos))
+        out = os.path.join(scratch, "metadata")
+        os.makedirs(out)
+        info.write_to_directory(out)
+        names = sorted(os.listdir(out))
+        for name in names:
+            storage.upload_file(os.path.join(out, name), storage.join(version_dir, name))
+    return names
+
+
+def lineage_record(
+    results: Iterable[ShardResult],
+    inputs: Mapping[str, Mapping],
+    options: Mapping,
+    warnings: Iterable[str] = (),
+    extra: Mapping | None = None,
+) -> dict:
+    """The run's account: inputs, options, and per split its shards with checksums."""
+    splits, fixed, skipped = {}, [], []
+    for split, shards in _split_shards(results).items():
+        count = sum(s.num_examples for s in shards)
+        splits[split] = {
+            "num_examples": count,
+            "full_imagenet_examples": dataset.FULL_SPLIT_SIZES[split],
+            "num_shards": len(shards),
+            "num_bytes": sum(s.num_bytes for s in shards),
+            "shards": [
+                {
+                    "file": s.file,
+                    "num_examples": s.num_examples,
+                    "num_bytes": s.num_bytes,
+                    "sha256": s.sha256,
+                }
+                for s in shards
+            ],
+        }
+        fixed += [dict(split=split, **f) for s in shards for f in s.fixed]
+        skipped += [dict(split=split, **f) for s in shards for f in s.skipped]
+    record = {
+        "schema": LINEAGE_SCHEMA,
+        "dataset": dataset.DATASET_NAME,
+        "version": dataset.VERSION,
+        "producer": _producer(),
+        "inputs": {k: dict(v) for k, v in sorted(inputs.items())},
+        "options": dict(options),
+        "splits": splits,
+        "fixed_images": sorted(fixed, key=lambda f: (f["split"], f["file_name"])),
+        "skipped_images": sorted(skipped, key=lambda f: (f["split"], f["file_name"])),
+        "warnings": list(warnings),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def _producer() -> dict:
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "name": "imagenet-beam",
+        "version": version("imagenet-beam"),
+        "apache_beam": version("apache-beam"),
+        "tensorflow_datasets": version("tensorflow-datasets"),
+    }
+
+
+def write_lineage(version_dir: str, record: Mapping) -> None:
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    storage.write_bytes(storage.join(version_dir, LINEAGE_FILE), text.encode("utf-8"))
+
+
+def read_lineage(version_dir: str) -> dict:
+    return json.loads(storage.read_bytes(storage.join(version_dir, LINEAGE_FILE)))

@@ -1,0 +1,153 @@
+"""Writing one shard: read its members by offset, fix images, encode, write, checksum."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Iterator
+
+from imagenet_beam import archives, examples, images, storage
+from imagenet_beam.plan import ShardSpec, shard_file_name
+
+TFRECORD = "tfrecord"
+ARRAY_RECORD = "array_record"
+FILE_FORMATS = (TFRECORD, ARRAY_RECORD)
+ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+
+ON_CORRUPT_FAIL = "fail"
+ON_CORRUPT_SKIP = "skip"
+ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
+
+ERROR_PREFIX = "imagenet_beam error: "
+
+
+class CorruptMemberError(ValueError):
+    """A member that is not a usable image, under --on_corrupt=fail."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+    output_dir: str
+    file_format: str = TFRECORD
+    on_corrupt: str = ON_CORRUPT_FAIL
+    validate: bool = False
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+
+
+@dataclasses.dataclass
+class ShardResult:
+    split: str
+    index: int
+    num_shards: int
+    file: str
+    num_examples: int
+    num_bytes: int
+    sha256: str
+    fixed: list[dict]
+    skipped: list[dict]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShardResult":
+        return cls(**json.loads(text))
+
+
+def _member_note(ref: archives.MemberRef, what: str) -> dict:
+    return {"archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what}
+
+
+def encode_shard(
+    spec: ShardSpec, settings: WriteSettings
+) -> tuple[list[bytes], list[dict], list[dict]]:
+    """The shard's serialized examples in key order, and the members fixed or skipped."""
+    by_archive: dict[str, list[archives.MemberRef]] = {}
+    for ref in spec.members:
+        by_archive.setdefault(ref.archive, []).append(ref)
+    contents: dict[tuple[str, int], bytes] = {}
+    for archive, refs in by_archive.items():
+        for ref, data in archives.read_members(archive, refs):
+            contents[(ref.archive, ref.offset)] = data
+
+    records, fixed, skipped = [], [], []
+    for ref in spec.members:
+        data = contents.pop((ref.archive, ref.offset))
+        try:
+            prepared = images.prepare_image(
+                data, validate=settings.validate, max_pixels=settings.max_pixels
+            )
+        except images.CorruptImageError as e:
+            if settings.on_corrupt == ON_CORRUPT_SKIP:
+                skipped.append(_member_note(ref, str(e)))
+                continue
+            raise CorruptMemberError(
+                f"{ERROR_PREFIX}{ref.split} image {ref.file_name!r} in {ref.archive} "
+                f"{e}. Replace the archive with an intact download, or run with "
+                "--on_corrupt=skip to leave such images out (they are listed in lineage.json)."
+            ) from None
+        if prepared.fix:
+            fixed.append(_member_note(ref, prepared.fix))
+        records.append(examples.encode_example(prepared.data, ref.label, ref.file_name))
+    return records, fixed, skipped
+
+
+def _write_tfrecord(path: str, records: list[bytes]) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with storage.open_write(path) as f:
+        for record in records:
+            framed = examples.tfrecord_frame(record)
+            digest.update(framed)
+            size += len(framed)
+            f.write(framed)
+    return size, digest.hexdigest()
+
+
+def _write_array_record_local(path: str, records: list[bytes]) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
+    for record in records:
+        writer.write(record)
+    writer.close()
+
+
+def _local_sha256(path: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            digest.update(chunk)
+    return os.path.getsize(path), digest.hexdigest()
+
+
+def _write_array_record(path: str, records: list[bytes]) -> tuple[int, str]:
+    """ArrayRecord writes only local files: write one, then upload it when remote."""
+    if not storage.is_remote(path):
+        _write_array_record_local(path, records)
+        return _local_sha256(path)
+    with storage.scratch_dir() as scratch:
+        local = os.path.join(scratch, storage.basename(path))
+        _write_array_record_local(local, records)
+        result = _local_sha256(local)
+        storage.upload_file(local, path)
+        return result
+
+
+def write_shard(spec: ShardSpec, settings: WriteSettings) -> ShardResult:
+    records, fixed, skipped = encode_shard(spec, settings)
+    name = shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
+    path = storage.join(settings.output_dir, name)
+    writer = _write_tfrecord if settings.file_format == TFRECORD else _write_array_record
+    num_bytes, sha256 = writer(path, records)
+    return ShardResult(
+        spec.split, spec.index, spec.num_shards, name, len(records), num_bytes, sha256,
+        fixed, skipped,
+    )
+
+
+def iter_results(results_dir: str) -> Iterator[ShardResult]:
+    for path in storage.list_files(results_dir):
+        if path.endswith(".json"):
+            yield ShardResult.from_json(storage.read_bytes(path).decode("utf-8"))

@@ -1,0 +1,177 @@
+"""One way to reach files, local or `gs://`: Apache Beam's `FileSystems`.
+
+Everything the pipeline reads or writes goes through here, so a local path and a bucket
+prefix behave the same wherever the code runs (launcher, DirectRunner, Dataflow worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import posixpath
+import shutil
+import tempfile
+from typing import BinaryIO, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_READ_CHUNK = 8 << 20
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    if is_remote(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/"))
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def last_updated(path: str) -> float:
+    return FileSystems.last_updated(path)
+
+
+def open_read(path: str) -> BinaryIO:
+    """A seekable binary reader (GCS reads are ranged requests)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def open_write(path: str) -> BinaryIO:
+    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with open_write(path) as f:
+        f.write(data)
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open_read(path) as f:
+        for chunk in iter(lambda: f.read(_READ_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def makedirs(path: str) -> None:
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def list_files(directory: str) -> list[str]:
+    """Every file below `directory`, as full paths, sorted."""
+    if not is_remote(directory):
+        found = []
+        for root, _, files in os.walk(directory):
+            found.extend(os.path.join(root, f) for f in files)
+        return sorted(found)
+    pattern = directory.rstrip("/") + "/**"
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def delete_tree(directory: str) -> None:
+    if not is_remote(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    files = list_files(directory)
+    if files:
+        FileSystems.delete(files)
+
+
+def rename_tree(source: str, destination: str) -> None:
+    """Moves a directory. Local: one atomic rename. GCS: copy then delete, file by file."""
+    if not is_remote(source):
+        os.rename(source, destination)
+        return
+    sources = list_files(source)
+    prefix = source.rstrip("/") + "/"
+    targets = [join(destination, s[len(prefix):]) for s in sources]
+    FileSystems.rename(sources, targets)
+
+
+def upload_file(local_path: str, destination: str) -> None:
+    if not is_remote(destination):
+        shutil.copyfile(local_path, destination)
+        return
+    with open(local_path, "rb") as src, open_write(destination) as dst:
+        shutil.copyfileobj(src, dst, _READ_CHUNK)
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[str]:
+    """A scratch directory on local disk, removed afterwards."""
+    path = tempfile.mkdtemp(prefix="imagenet_beam-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable view of bytes [start, start + length) of another file.
+
+    Lets `tarfile` walk an inner train tar in place inside the outer tar.
+    """
+
+    def __init__(self, raw: BinaryIO, start: int, length: int):
+        super().__init__()
+        self._raw = raw
+        self._start = start
+        self._length = length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._pos = offset
+        elif whence == io.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = self._length + offset
+        self._pos = max(0, self._pos)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._pos
+        if remaining <= 0:
+            return b""
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        self._raw.seek(self._start + self._pos)
+        data = self._raw.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
