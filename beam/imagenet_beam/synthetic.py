@@ -14,8 +14,8 @@ TensorFlow.
 from __future__ import annotations
 
 import argparse
+import calendar
 import dataclasses
-import datetime
 import functools
 import hashlib
 import io
@@ -90,7 +90,7 @@ ICC_DATE_OFFSET = 24
 ICC_FIXED_DATE = struct.pack(">6H", 2012, 1, 1, 0, 0, 0)
 
 TAR_FORMAT = tarfile.USTAR_FORMAT
-TAR_MTIME = int(datetime.datetime(2012, 6, 1, tzinfo=datetime.timezone.utc).timestamp())
+TAR_MTIME = calendar.timegm((2012, 6, 1, 0, 0, 0))
 TAR_MODE = 0o644
 TRAIN_NUMBER_RANGE = 30000
 
