@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import tarfile
-from typing import BinaryIO, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
 from imagenet_beam import dataset, storage
 

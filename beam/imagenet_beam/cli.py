@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from imagenet_beam import dataset
 

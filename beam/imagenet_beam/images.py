@@ -43,8 +43,13 @@ def _open(data: bytes) -> Image.Image:
             return Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise CorruptImageError(f"claims absurd dimensions ({e})") from None
+    except Image.UnidentifiedImageError:
+        raise CorruptImageError(
+            f"is not an image (its first bytes are {data[:8]!r}, no known image format)"
+        ) from None
     except Exception as e:  # Pillow raises many types for unreadable input
-        raise CorruptImageError(f"is not an image Pillow can read ({type(e).__name__}: {e})") from None
+        reason = f"{type(e).__name__}: {e}"
+        raise CorruptImageError(f"is not an image Pillow can read ({reason})") from None
 
 
 def _decode_fully(image: Image.Image) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from imagenet_beam import dataset, storage
 from imagenet_beam.shards import ShardResult

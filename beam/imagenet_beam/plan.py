@@ -8,7 +8,8 @@ boundaries. So the output does not depend on archive order, runner or worker cou
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from imagenet_beam import dataset
 from imagenet_beam.archives import MemberRef
@@ -74,7 +75,7 @@ def plan_split(
     """Cut one split's members, sorted by key, into shards."""
     keyed = sorted((example_key(split, m.file_name), m) for m in members)
     names = [m.file_name for _, m in keyed]
-    duplicates = sorted({a for a, b in zip(names, names[1:]) if a == b})
+    duplicates = sorted({a for a, b in zip(names, names[1:], strict=False) if a == b})
     if duplicates:
         raise PlanError(
             f"split {split!r} has {len(duplicates)} members with the same file name "

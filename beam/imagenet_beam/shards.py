@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from imagenet_beam import archives, examples, images, storage
 from imagenet_beam.plan import ShardSpec, shard_file_name
@@ -52,7 +52,7 @@ class ShardResult:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ShardResult":
+    def from_json(cls, text: str) -> ShardResult:
         return cls(**json.loads(text))
 
 

@@ -152,3 +152,101 @@ def test_two_runs_give_identical_shards(awkward_input, tfrecord_output, tmp_path
             a = open(os.path.join(tfrecord_output[0], shard["file"]), "rb").read()
             b = open(os.path.join(version_dir(tmp_path), shard["file"]), "rb").read()
             assert a == b, shard["file"]
+
+
+@pytest.fixture(scope="module")
+def broken_input(tmp_path_factory):
+    return synthetic.generate_manual_dir(
+        str(tmp_path_factory.mktemp("broken_manual")),
+        splits=("train",),
+        broken=synthetic.BROKEN_KINDS,
+    )
+
+
+def test_broken_member_fails_with_a_clear_error_and_publishes_nothing(broken_input, tmp_path):
+    proc = convert(broken_input.manual_dir, tmp_path, "--splits=train",
+                   "--direct_running_mode=in_memory", check=False)
+    assert proc.returncode != 0
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: train image ")
+    assert dataset.TRAIN_ARCHIVE in error and "--on_corrupt=skip" in error
+    broken = {m.file_name: m.kind for m in broken_input.members if m.kind in synthetic.BROKEN_KINDS}
+    assert any(name in error for name in broken), error
+    assert not os.path.exists(version_dir(tmp_path))
+
+
+def test_broken_members_are_skipped_and_listed(broken_input, tmp_path):
+    convert(broken_input.manual_dir, tmp_path, "--splits=train", "--on_corrupt=skip",
+            "--direct_running_mode=in_memory")
+    lineage = json.load(open(os.path.join(version_dir(tmp_path), "lineage.json")))
+    broken = {m.file_name: m.kind for m in broken_input.members if m.kind in synthetic.BROKEN_KINDS}
+    skipped = {s["file_name"]: s["reason"] for s in lineage["skipped_images"]}
+    assert set(skipped) == set(broken)
+    assert "empty" in skipped[next(n for n, k in broken.items() if k == "empty")]
+    assert "dimensions" in skipped[next(n for n, k in broken.items() if k == "huge_dimensions")]
+    good = len(broken_input.split("train")) - len(broken)
+    assert lineage["splits"]["train"]["num_examples"] == good
+    assert set(read_tfrecord_examples(version_dir(tmp_path), "train")).isdisjoint(broken)
+
+
+def test_missing_archives_are_listed_with_instructions(tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    proc = convert(generated.manual_dir, tmp_path / "out", "--splits=train,validation,test",
+                   check=False)
+    assert proc.returncode == 2
+    assert dataset.TRAIN_ARCHIVE in proc.stderr
+    assert dataset.TEST_ARCHIVE_PATCHED in proc.stderr and dataset.TEST_ARCHIVE_2012 in proc.stderr
+    assert dataset.VALIDATION_ARCHIVE not in proc.stderr
+    assert "image-net.org" in proc.stderr
+    assert not os.path.exists(tmp_path / "out" / "imagenet2012")
+
+    # The split that is there converts without the others.
+    convert(generated.manual_dir, tmp_path / "out", "--splits=validation",
+            "--direct_running_mode=in_memory")
+    lineage = json.load(open(os.path.join(version_dir(tmp_path / "out"), "lineage.json")))
+    assert set(lineage["splits"]) == {"validation"}
+    assert lineage["splits"]["validation"]["num_examples"] == len(generated.split("validation"))
+
+
+def test_patched_test_archive_is_preferred(tmp_path):
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("test",), test_archives=("2012", "patch", "patched")
+    )
+    assert generated.replaced_by_patch
+    convert(generated.manual_dir, tmp_path / "default", "--splits=test",
+            "--direct_running_mode=in_memory")
+    default = read_tfrecord_examples(version_dir(tmp_path / "default"), "test")
+    for member in generated.split("test"):
+        assert default[member.file_name] == (-1, member.data)
+
+    convert(generated.manual_dir, tmp_path / "named", "--splits=test",
+            f"--test_archive={dataset.TEST_ARCHIVE_2012}", "--direct_running_mode=in_memory")
+    named = read_tfrecord_examples(version_dir(tmp_path / "named"), "test")
+    for name in generated.replaced_by_patch:
+        assert named[name][1] != default[name][1]
+    lineage = json.load(open(os.path.join(version_dir(tmp_path / "named"), "lineage.json")))
+    assert lineage["inputs"]["test"]["path"].endswith(dataset.TEST_ARCHIVE_2012)
+
+
+def test_existing_output_is_kept_unless_overwrite_and_leftovers_are_cleared(tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    out = tmp_path / "out"
+    convert(generated.manual_dir, out, "--splits=validation", "--direct_running_mode=in_memory")
+    again = convert(generated.manual_dir, out, "--splits=validation",
+                    "--direct_running_mode=in_memory", check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+    # What a killed run leaves behind is never visible and is cleared by the next run.
+    staging = out / "imagenet2012" / ".5.1.0.incomplete"
+    staging.mkdir()
+    (staging / "imagenet2012-validation.tfrecord-00000-of-00009").write_bytes(b"partial")
+    convert(generated.manual_dir, out, "--splits=validation", "--num_shards=2", "--overwrite",
+            "--direct_running_mode=in_memory")
+    assert not staging.exists()
+    names = sorted(os.listdir(version_dir(out)))
+    assert [n for n in names if ".tfrecord-" in n] == [
+        "imagenet2012-validation.tfrecord-00000-of-00002",
+        "imagenet2012-validation.tfrecord-00001-of-00002",
+    ]
+    assert sorted(os.listdir(out / "imagenet2012")) == ["5.1.0"]
+    verify.verify_output(version_dir(out))

@@ -12,6 +12,8 @@ import sys
 import tarfile
 
 import pytest
+from PIL import Image, ImageCms, UnidentifiedImageError
+
 from imagenet_beam import dataset, synthetic
 from imagenet_beam.synthetic import (
     AWKWARD_KINDS,
@@ -20,7 +22,6 @@ from imagenet_beam.synthetic import (
     GeneratedInput,
     generate_manual_dir,
 )
-from PIL import Image, ImageCms, UnidentifiedImageError
 
 ALL_TEST_ARCHIVES = ("2012", "patch", "patched")
 TRAIN_NAME = re.compile(r"(n\d{8})_(\d+)\.JPEG")

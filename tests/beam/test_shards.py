@@ -1,0 +1,37 @@
+"""Shard writing on its own: each broken member is refused or skipped, never written."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagenet_beam import archives, dataset, plan, shards, synthetic
+
+
+@pytest.mark.parametrize("kind", synthetic.BROKEN_KINDS)
+@pytest.mark.parametrize("policy", shards.ON_CORRUPT_POLICIES)
+def test_each_broken_kind_fails_or_is_skipped(kind, policy, tmp_path):
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), num_classes=2, train_per_class=2, splits=("train",),
+        broken=(kind,),
+    )
+    archive = f"{generated.manual_dir}/{dataset.TRAIN_ARCHIVE}"
+    refs = [
+        ref
+        for inner in archives.list_inner_tars(archive)
+        for ref in archives.index_inner_tar(archive, inner)
+    ]
+    [spec] = plan.plan_split("train", refs, num_shards=1)
+    [bad] = [m for m in generated.members if m.kind == kind]
+    settings = shards.WriteSettings(output_dir=str(tmp_path / "out"), on_corrupt=policy)
+
+    if policy == shards.ON_CORRUPT_FAIL:
+        with pytest.raises(shards.CorruptMemberError) as error:
+            shards.encode_shard(spec, settings)
+        message = str(error.value)
+        assert bad.file_name in message and dataset.TRAIN_ARCHIVE in message
+        assert "--on_corrupt=skip" in message
+    else:
+        records, fixed, skipped = shards.encode_shard(spec, settings)
+        assert [s["file_name"] for s in skipped] == [bad.file_name]
+        assert skipped[0]["reason"]
+        assert len(records) == len(refs) - 1
