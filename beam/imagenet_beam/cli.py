@@ -20,6 +20,8 @@ commands:
                 [--runner=DirectRunner --direct_running_mode=multi_processing \\
                  --direct_num_workers=2 ...]
             (`convert --help` lists every flag; standard Beam options pass through)
+  publish   --data_dir=OUT [--staging_dir=DIR]: make splits converted with --stage_only
+            visible (TFDS metadata, lineage.json, then one rename)
   verify    VERSION_DIR: check shards against lineage.json, load and decode through TFDS
   generate  write a small ImageNet-shaped manual dir (`generate --help`)
 """
@@ -62,11 +64,34 @@ def convert_main(argv: Sequence[str]) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
-    final, _ = convert.output_dirs(pipeline.ConvertOptions(list(argv)).data_dir)
-    print(f"wrote {final}")
+    opts = pipeline.ConvertOptions(list(argv))
+    if opts.stage_only:
+        staging = opts.staging_dir or convert.output_dirs(opts.data_dir)[1]
+        print(f"staged {opts.splits} in {staging}")
+        return 0
+    print(f"wrote {convert.output_dirs(opts.data_dir)[0]}")
     print(_summary(record))
     for note in record["warnings"]:
         print(f"note: {note}")
+    return 0
+
+
+def publish_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    from imagenet_beam import convert
+
+    parser = argparse.ArgumentParser(prog="python -m imagenet_beam publish")
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--staging_dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        record = convert.publish(args.data_dir, args.staging_dir)
+    except convert.ConvertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {convert.output_dirs(args.data_dir)[0]}")
+    print(_summary(record))
     return 0
 
 
@@ -94,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Relays every worker process's own log lines in multi_processing mode.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -101,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "convert":
         return convert_main(rest)
+    if command == "publish":
+        return publish_main(rest)
     if command == "verify":
         return verify_main(rest)
     if command == "generate":

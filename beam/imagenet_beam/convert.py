@@ -3,6 +3,7 @@ write the metadata, then make the version directory visible in one step."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from imagenet_beam import dataset, metadata, pipeline, shards, storage
 log = logging.getLogger(__name__)
 
 STAGING_SUFFIX = ".incomplete"
+WORK_DIR = "_work"  # inside staging: per split its input and options, per shard its result
+SHARD_RESULTS = "shards"
 REPLACED_SUFFIX = ".replaced"
 
 
@@ -124,7 +127,7 @@ def _warnings(results: list[shards.ShardResult]) -> list[str]:
     return notes
 
 
-def publish(staging: str, final: str) -> None:
+def _swap_in(staging: str, final: str) -> None:
     """Make the staged version visible in one step, replacing an older one."""
     replaced = final + REPLACED_SUFFIX
     if storage.exists(final):
@@ -134,8 +137,31 @@ def publish(staging: str, final: str) -> None:
     storage.delete_tree(replaced)
 
 
-def run(argv: Sequence[str] | None = None) -> dict:
-    """Converts the requested splits; returns the lineage record that was published."""
+def _split_record_path(staging: str, split: str) -> str:
+    return storage.join(staging, WORK_DIR, f"split-{split}.json")
+
+
+def _clear_split(staging: str, split: str) -> None:
+    """Removes one split's staged files (a previous attempt's), leaving other splits alone."""
+    shard_prefix = f"{dataset.DATASET_NAME}-{split}."
+    results = storage.join(staging, WORK_DIR, SHARD_RESULTS)
+    storage.delete_files(
+        [
+            path
+            for path in storage.list_files(staging)
+            if storage.basename(path).startswith(shard_prefix)
+            or storage.join(results, storage.basename(path)) == path
+            and storage.basename(path).startswith(f"{split}-")
+            or path == _split_record_path(staging, split)
+        ]
+    )
+
+
+def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
+    """Runs the pipeline for the requested splits into the staging directory.
+
+    Returns (staging directory, splits). Nothing is visible until `publish`.
+    """
     argv = list(argv or [])
     options = _with_runner_defaults(argv)
     opts = options.view_as(pipeline.ConvertOptions)
@@ -147,10 +173,31 @@ def run(argv: Sequence[str] | None = None) -> dict:
     inputs = resolve_inputs(opts.manual_dir, splits, opts.test_archive)
 
     final, staging = output_dirs(opts.data_dir)
-    if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not opts.overwrite:
-        raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
-    storage.delete_tree(staging)  # whatever a killed run left behind
+    staging = opts.staging_dir or staging
+    if opts.stage_only:
+        for split in splits:
+            _clear_split(staging, split)
+    else:
+        if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not opts.overwrite:
+            raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
+        storage.delete_tree(staging)  # whatever a killed run left behind
     storage.makedirs(staging)
+    storage.makedirs(storage.join(staging, WORK_DIR, SHARD_RESULTS))
+
+    run_options = {
+        "file_format": opts.file_format,
+        "num_shards": opts.num_shards,
+        "on_corrupt": opts.on_corrupt,
+        "validate": opts.validate,
+        "max_pixels": opts.max_pixels,
+        "runner": options.view_as(StandardOptions).runner,
+    }
+    for split, path in inputs.items():
+        record = {"split": split, "input": {"path": path, "size": storage.size(path)},
+                  "options": run_options}
+        storage.write_bytes(
+            _split_record_path(staging, split), json.dumps(record, sort_keys=True).encode()
+        )
 
     settings = shards.WriteSettings(
         output_dir=staging,
@@ -161,31 +208,68 @@ def run(argv: Sequence[str] | None = None) -> dict:
     )
     log.info("converting %s from %s into %s", splits, opts.manual_dir, staging)
     with beam.Pipeline(options=options) as p:
-        pipeline.build_pipeline(p, sorted(inputs.items()), settings, opts.num_shards)
-
-    results_dir = storage.join(staging, pipeline.RESULTS_DIR)
-    results = list(shards.iter_results(results_dir))
+        pipeline.build_pipeline(
+            p, sorted(inputs.items()), settings, opts.num_shards,
+            storage.join(staging, WORK_DIR, SHARD_RESULTS),
+        )
+    results = list(shards.iter_results(storage.join(staging, WORK_DIR, SHARD_RESULTS)))
     _check_results(results, splits)
-    storage.delete_tree(results_dir)
+    return staging, splits
 
-    metadata.write_tfds_metadata(staging, opts.file_format, results)
+
+def publish(
+    data_dir: str,
+    staging: str | None = None,
+    extra: dict | None = None,
+    overwrite: bool = True,
+) -> dict:
+    """Writes TFDS metadata and lineage.json for what is staged, then makes it visible.
+
+    extra: more top-level lineage fields (e.g. the orchestrator's run id, verified checksums).
+    """
+    final, default_staging = output_dirs(data_dir)
+    staging = staging or default_staging
+    work = storage.join(staging, WORK_DIR)
+    split_records = [
+        json.loads(storage.read_bytes(path))
+        for path in storage.list_files(work)
+        if storage.basename(path).startswith("split-")
+    ]
+    if not split_records:
+        raise ConvertError(f"nothing is staged in {staging}: run the conversion first")
+    splits = [s for s in dataset.SPLITS if s in {r["split"] for r in split_records}]
+    option_sets = {json.dumps(r["options"], sort_keys=True) for r in split_records}
+    if len(option_sets) != 1:
+        raise ConvertError(
+            f"the splits staged in {staging} were converted with different options "
+            f"({sorted(option_sets)}); convert them again with the same options"
+        )
+    options = {"splits": splits, **split_records[0]["options"]}
+    results = list(shards.iter_results(storage.join(work, SHARD_RESULTS)))
+    _check_results(results, splits)
+    if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not overwrite:
+        raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
+
+    storage.delete_tree(work)
+    metadata.write_tfds_metadata(staging, options["file_format"], results)
     record = metadata.lineage_record(
         results,
-        inputs={
-            split: {"path": path, "size": storage.size(path)} for split, path in inputs.items()
-        },
-        options={
-            "splits": splits,
-            "file_format": opts.file_format,
-            "num_shards": opts.num_shards,
-            "on_corrupt": opts.on_corrupt,
-            "validate": opts.validate,
-            "max_pixels": opts.max_pixels,
-            "runner": options.view_as(StandardOptions).runner,
-        },
+        inputs={r["split"]: r["input"] for r in split_records},
+        options=options,
         warnings=_warnings(results),
+        extra=extra,
     )
     metadata.write_lineage(staging, record)
-    publish(staging, final)
+    _swap_in(staging, final)
     log.info("published %s", final)
     return record
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    """Converts the requested splits and publishes them; returns the lineage record."""
+    argv = list(argv or [])
+    opts = PipelineOptions(argv).view_as(pipeline.ConvertOptions)
+    staging, _ = stage(argv)
+    if opts.stage_only:
+        return {}
+    return publish(opts.data_dir, staging, overwrite=opts.overwrite)

@@ -13,8 +13,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from imagenet_beam import archives, dataset, images, plan, shards, storage
 
-RESULTS_DIR = "_shard_results"
-
 
 class ConvertOptions(PipelineOptions):
     """The conversion's own flags; every standard Beam option passes through too."""
@@ -71,6 +69,19 @@ class ConvertOptions(PipelineOptions):
             type=int,
             default=images.DEFAULT_MAX_PIXELS,
             help="Images claiming more pixels than this are treated as corrupt.",
+        )
+        parser.add_argument(
+            "--staging_dir",
+            default=None,
+            help="Where shards are written before they become visible; default: "
+            "DATA_DIR/imagenet2012/.5.1.0.incomplete.",
+        )
+        parser.add_argument(
+            "--stage_only",
+            action="store_true",
+            default=False,
+            help="Write only the requested splits into the staging directory (replacing "
+            "those splits' earlier attempts) and publish nothing; `publish` does that.",
         )
         parser.add_argument(
             "--overwrite",
@@ -182,8 +193,8 @@ def build_pipeline(
     sources: list[tuple[str, str]],
     settings: shards.WriteSettings,
     num_shards: int | None,
+    results_dir: str,
 ) -> None:
-    results_dir = storage.join(settings.output_dir, RESULTS_DIR)
     (
         pipeline
         | "IndexArchives" >> IndexArchives(sources)

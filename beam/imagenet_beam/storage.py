@@ -91,6 +91,11 @@ def list_files(directory: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
+def delete_files(paths: list[str]) -> None:
+    if paths:
+        FileSystems.delete(paths)
+
+
 def delete_tree(directory: str) -> None:
     if not is_remote(directory):
         shutil.rmtree(directory, ignore_errors=True)

@@ -250,3 +250,27 @@ def test_existing_output_is_kept_unless_overwrite_and_leftovers_are_cleared(tmp_
     ]
     assert sorted(os.listdir(out / "imagenet2012")) == ["5.1.0"]
     verify.verify_output(version_dir(out))
+
+
+def test_splits_staged_separately_are_published_together(tmp_path):
+    from tests.conftest import run_cli
+
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("validation", "test"), test_archives=("patched",)
+    )
+    out = tmp_path / "out"
+    for split in ("validation", "test", "validation"):  # a retried split replaces its own files
+        convert(generated.manual_dir, out, f"--splits={split}", "--stage_only",
+                "--num_shards=2", "--direct_running_mode=in_memory")
+    assert not os.path.exists(version_dir(out))  # staged, not visible
+
+    proc = run_cli("publish", f"--data_dir={out}")
+    assert f"wrote {version_dir(out)}" in proc.stdout
+    lineage = json.load(open(os.path.join(version_dir(out), "lineage.json")))
+    assert lineage["options"]["splits"] == ["validation", "test"]
+    for split in ("validation", "test"):
+        assert lineage["splits"][split]["num_examples"] == len(generated.split(split))
+    assert lineage["inputs"]["test"]["path"].endswith(dataset.TEST_ARCHIVE_PATCHED)
+    assert sorted(os.listdir(out / "imagenet2012")) == ["5.1.0"]
+    summary = verify.verify_output(version_dir(out))
+    assert summary["splits"]["test"]["num_shards"] == 2
