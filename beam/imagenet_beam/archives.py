@@ -7,6 +7,7 @@ Member names are kept or dropped the way TFDS's tar iteration does, so `file_nam
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 from collections.abc import Iterator
@@ -49,6 +50,19 @@ def tfds_member_name(path: str) -> str | None:
     return path
 
 
+def _check_end_marker(fileobj: BinaryIO, end: int, description: str) -> None:
+    """A complete tar ends with two zero blocks; without them the file was cut short.
+
+    (tarfile treats end of file at a header boundary as a normal end of archive.)
+    """
+    size = fileobj.seek(0, io.SEEK_END)
+    if size < end + 2 * tarfile.BLOCKSIZE:
+        raise ArchiveError(
+            f"{description} ends after {size:,} bytes without the end-of-archive marker: "
+            "the download is incomplete, download it again"
+        )
+
+
 def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
     """Regular-file members of a tar, reading headers only."""
     try:
@@ -60,6 +74,7 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
             name = tfds_member_name(info.name)
             if name is not None:
                 yield TarEntry(name, info.offset_data, info.size)
+        _check_end_marker(fileobj, tar.offset, description)
     except tarfile.TarError as e:
         raise ArchiveError(
             f"{description} is not a readable tar archive ({e}); the download may be "

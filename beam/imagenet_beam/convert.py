@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from imagenet_beam import dataset, metadata, pipeline, shards, storage
+from imagenet_beam import dataset, images, inputs, metadata, pipeline, shards, storage
 
 log = logging.getLogger(__name__)
 
@@ -40,46 +40,29 @@ def parse_splits(text: str | Sequence[str]) -> list[str]:
     return [s for s in dataset.SPLITS if s in names]
 
 
-def archive_for_split(manual_dir: str, split: str, test_archive: str | None = None) -> str | None:
-    """The archive a split is read from, or None when it is not in manual_dir."""
-    if split == dataset.TRAIN:
-        candidates = [dataset.TRAIN_ARCHIVE]
-    elif split == dataset.VALIDATION:
-        candidates = [dataset.VALIDATION_ARCHIVE]
-    else:
-        candidates = [test_archive] if test_archive else list(dataset.test_archive_candidates())
-    for name in candidates:
-        path = storage.join(manual_dir, name)
-        if storage.exists(path):
-            return path
-    return None
-
-
 def resolve_inputs(
     manual_dir: str, splits: Sequence[str], test_archive: str | None = None
 ) -> dict[str, str]:
-    """split → archive path; a ConvertError lists everything missing at once."""
-    found, missing = {}, []
-    for split in splits:
-        path = archive_for_split(manual_dir, split, test_archive)
-        if path is None:
-            if split == dataset.TEST and not test_archive:
-                names = " or ".join(dataset.test_archive_candidates())
-            else:
-                names = {
-                    dataset.TRAIN: dataset.TRAIN_ARCHIVE,
-                    dataset.VALIDATION: dataset.VALIDATION_ARCHIVE,
-                    dataset.TEST: test_archive,
-                }[split]
-            missing.append(f"  {split}: {names}")
+    """split → archive path; a ConvertError lists everything missing at once.
+
+    test_archive: a file name in manual_dir, or a full path (e.g. a merged test tar).
+    """
+    wanted = [s for s in splits if not (s == dataset.TEST and test_archive)]
+    found, missing = inputs.find_sources(manual_dir, wanted)
+    archives = {split: source.archive for split, source in found.items()}
+    if dataset.TEST in splits and test_archive:
+        is_path = "/" in test_archive or storage.is_remote(test_archive)
+        path = test_archive if is_path else storage.join(manual_dir, test_archive)
+        if storage.exists(path):
+            archives[dataset.TEST] = path
         else:
-            found[split] = path
+            missing.append(f"test: {test_archive}")
     if missing:
         raise ConvertError(
-            f"missing in {manual_dir}:\n" + "\n".join(missing) + "\n"
-            f"{dataset.DOWNLOAD_INSTRUCTIONS} Or ask only for the splits you have (--splits)."
+            inputs.missing_message(manual_dir, missing)
+            + " Or ask only for the splits you have (--splits)."
         )
-    return found
+    return {split: archives[split] for split in splits}
 
 
 def _with_runner_defaults(argv: Sequence[str]) -> PipelineOptions:
@@ -169,6 +152,10 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         raise ConvertError("both --manual_dir and --data_dir are required")
     if opts.num_shards is not None and opts.num_shards < 1:
         raise ConvertError(f"--num_shards={opts.num_shards}: give a positive number of shards")
+    if not 0 < opts.max_pixels <= images.MAX_PIXELS_CEILING:
+        raise ConvertError(
+            f"--max_pixels={opts.max_pixels}: give a number from 1 to {images.MAX_PIXELS_CEILING}"
+        )
     splits = parse_splits(opts.splits)
     inputs = resolve_inputs(opts.manual_dir, splits, opts.test_archive)
 

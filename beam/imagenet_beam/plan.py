@@ -52,8 +52,13 @@ def tfds_shard_count(total_bytes: int, num_examples: int) -> int:
         return 1024
     if least > 1024:
         count = 2048
-        while count < least or num_examples < count:
+        while count < least:
             count += 1024
+        if num_examples < count:
+            raise PlanError(
+                f"{num_examples} examples of {total_bytes:,} bytes do not fit TFDS's shard "
+                "sizes; give --num_shards"
+            )
         return count
     for count in _PREFERRED_SHARD_COUNTS:
         if least <= count <= most and num_examples >= count:
@@ -74,8 +79,9 @@ def plan_split(
 ) -> list[ShardSpec]:
     """Cut one split's members, sorted by key, into shards."""
     keyed = sorted((example_key(split, m.file_name), m) for m in members)
-    names = [m.file_name for _, m in keyed]
-    duplicates = sorted({a for a, b in zip(names, names[1:], strict=False) if a == b})
+    duplicates = sorted(
+        {b.file_name for (ka, _), (kb, b) in zip(keyed, keyed[1:], strict=False) if ka == kb}
+    )
     if duplicates:
         raise PlanError(
             f"split {split!r} has {len(duplicates)} members with the same file name "
@@ -87,6 +93,8 @@ def plan_split(
     if num_shards is None:
         total = sum(estimated_example_bytes(m) for m in ordered)
         num_shards = tfds_shard_count(total, len(ordered))
+    if num_shards < 1:
+        raise PlanError(f"--num_shards={num_shards}: give a positive number of shards")
     if num_shards > len(ordered):
         raise PlanError(
             f"--num_shards={num_shards} is more than the {len(ordered)} images of split "

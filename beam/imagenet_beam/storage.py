@@ -116,6 +116,17 @@ def rename_tree(source: str, destination: str) -> None:
     FileSystems.rename(sources, targets)
 
 
+def rename_file(source: str, destination: str) -> None:
+    """Moves one file over `destination`. Local: atomic `os.replace`. GCS: copy then delete.
+
+    `rename_tree` lists `source/**`, so it cannot move a single remote file.
+    """
+    if not is_remote(source):
+        os.replace(source, destination)
+        return
+    FileSystems.rename([source], [destination])
+
+
 def upload_file(local_path: str, destination: str) -> None:
     if not is_remote(destination):
         shutil.copyfile(local_path, destination)

@@ -1,0 +1,127 @@
+"""Hand-encoded Examples and TFRecord frames must be what TensorFlow itself writes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import tensorflow as tf
+
+from imagenet_beam import examples
+
+LARGE_IMAGE = bytes(range(256)) * (9 * 1024 + 7)  # 2.25 MiB: a 4-byte length varint
+assert len(LARGE_IMAGE) > 2 << 20
+
+CASES = [
+    (b"\xff\xd8\xff\xe0 tiny jpeg \xff\xd9", 0, "n01440764_10026.JPEG"),
+    (b"\xff\xd8 image", -1, "ILSVRC2012_test_00000001.JPEG"),
+    (b"\xff\xd8 image", 999, "n15075141_9999.JPEG"),
+    (b"", 1, "empty_image.JPEG"),
+    (b"x", 127, "a"),
+    (b"y" * 200, 128, "b"),
+    (LARGE_IMAGE, 999, "ILSVRC2012_val_00050000.JPEG"),
+    (LARGE_IMAGE, -1, "ünïcödé_猫_🐱.JPEG"),
+    (b"\x00\x01\x02", 2**62, "big_label.JPEG"),
+    (b"\x00", -(2**63), "most_negative_label.JPEG"),
+    (b"\xff\xd8 image", 5, ""),
+]
+IDS = [f"label{label}-{len(image)}B-{i}" for i, (image, label, _) in enumerate(CASES)]
+
+
+def tf_example(image: bytes, label: int, file_name: str) -> tf.train.Example:
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "file_name": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[file_name.encode("utf-8")])
+                ),
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize(("image", "label", "file_name"), CASES, ids=IDS)
+def test_encode_example_parses_to_the_same_features(
+    image: bytes, label: int, file_name: str
+) -> None:
+    parsed = tf.train.Example.FromString(examples.encode_example(image, label, file_name))
+    feature = parsed.features.feature
+    assert sorted(feature) == ["file_name", "image", "label"]
+    assert list(feature["image"].bytes_list.value) == [image]
+    assert list(feature["label"].int64_list.value) == [label]
+    assert list(feature["file_name"].bytes_list.value) == [file_name.encode("utf-8")]
+    assert parsed == tf_example(image, label, file_name)
+
+
+@pytest.mark.parametrize(("image", "label", "file_name"), CASES, ids=IDS)
+def test_encode_example_is_tensorflows_deterministic_bytes(
+    image: bytes, label: int, file_name: str
+) -> None:
+    expected = tf_example(image, label, file_name).SerializeToString(deterministic=True)
+    assert examples.encode_example(image, label, file_name) == expected
+
+
+def test_encode_example_parses_with_tf_io_like_tfds() -> None:
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "file_name": tf.io.FixedLenFeature([], tf.string),
+    }
+    for image, label, file_name in CASES:
+        parsed = tf.io.parse_single_example(examples.encode_example(image, label, file_name), spec)
+        assert parsed["image"].numpy() == image
+        assert int(parsed["label"].numpy()) == label
+        assert parsed["file_name"].numpy().decode("utf-8") == file_name
+
+
+def write_frames(path: str, records: list[bytes]) -> None:
+    with open(path, "wb") as f:
+        for record in records:
+            f.write(examples.tfrecord_frame(record))
+
+
+RECORDS = [examples.encode_example(image, label, name) for image, label, name in CASES] + [
+    b"",
+    b"raw bytes, not an Example",
+]
+
+
+def test_tfrecord_frames_read_back_intact(tmp_path) -> None:
+    path = str(tmp_path / "shard.tfrecord")
+    write_frames(path, RECORDS)
+    read = [t.numpy() for t in tf.data.TFRecordDataset(path)]
+    assert read == RECORDS
+
+
+def test_tfrecord_frames_are_the_bytes_tensorflow_writes(tmp_path) -> None:
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    write_frames(ours, RECORDS)
+    with tf.io.TFRecordWriter(theirs) as writer:
+        for record in RECORDS:
+            writer.write(record)
+    with open(ours, "rb") as a, open(theirs, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_tfrecord_frame_layout() -> None:
+    record = b"hello"
+    frame = examples.tfrecord_frame(record)
+    assert len(frame) == 8 + 4 + len(record) + 4
+    assert frame[:8] == len(record).to_bytes(8, "little")
+    assert frame[12:-4] == record
+
+
+@pytest.mark.parametrize("where", ["length_crc", "data", "data_crc"])
+def test_tf_rejects_a_frame_with_a_bad_checksum(tmp_path, where: str) -> None:
+    """Proves the read-back test above really checks our CRCs."""
+    record = examples.encode_example(b"\xff\xd8 image", 3, "x.JPEG")
+    frame = bytearray(examples.tfrecord_frame(record))
+    position = {"length_crc": 9, "data": 20, "data_crc": len(frame) - 1}[where]
+    frame[position] ^= 0x01
+    path = os.path.join(str(tmp_path), "bad.tfrecord")
+    with open(path, "wb") as f:
+        f.write(bytes(frame))
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(path))
