@@ -94,7 +94,7 @@ def lineage_record(
         "schema": LINEAGE_SCHEMA,
         "dataset": dataset.DATASET_NAME,
         "version": dataset.VERSION,
-        "producer": _producer(),
+        "producer": producer(),
         "inputs": {k: dict(v) for k, v in sorted(inputs.items())},
         "options": dict(options),
         "splits": splits,
@@ -107,7 +107,7 @@ def lineage_record(
     return record
 
 
-def _producer() -> dict:
+def producer() -> dict:
     from importlib import metadata
 
     def version(name: str) -> str | None:

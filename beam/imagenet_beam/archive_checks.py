@@ -1,0 +1,290 @@
+"""Checking the hand-downloaded tarballs before hours of conversion are spent on them.
+
+A 147 GB download that stopped early, or a file that is not a tar at all, should fail in
+minutes with a message saying what to do, not deep inside a pipeline. Each archive is read
+once, as a stream: the bytes feed sha256 and md5 (kept for lineage) while `tarfile` walks
+the same bytes to the end-of-archive marker. Archives image-net.org publishes checksums for
+are compared with them (size first, so a short download fails without being read). Results
+can be cached by (path, size, modified time), so a re-run does not read 160 GB again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import tarfile
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+from imagenet_beam import dataset, storage
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 8 << 20
+_TAR_BUFSIZE = 1 << 20
+_PROGRESS_EVERY = 10 << 30
+PUBLISHED = "published"
+_CACHE_VERSION = 1
+
+_ADVICE = "download it again, or turn off verify_checksums for custom or subset data"
+
+
+class ArchiveCheckError(ValueError):
+    """One or more archives failed; `failures` maps each failing path to its message."""
+
+    def __init__(self, message: str, failures: dict[str, str] | None = None):
+        super().__init__(message)
+        self.failures = dict(failures or {})
+
+
+@dataclasses.dataclass
+class ArchiveCheck:
+    """What was found in one archive; goes into the lineage of everything built from it."""
+
+    path: str
+    name: str
+    size: int
+    modified: float
+    sha256: str
+    md5: str
+    num_members: int
+    verified_against: str | None
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _HashingReader:
+    """Passes reads through, hashing every byte, so one pass serves tarfile and the hashes."""
+
+    def __init__(self, raw: BinaryIO, path: str):
+        self._raw = raw
+        self._path = path
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.bytes_read = 0
+        self._next_report = _PROGRESS_EVERY
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size) if size is not None and size >= 0 else self._raw.read()
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.bytes_read += len(data)
+        if self.bytes_read >= self._next_report:
+            log.info("%s: %.1f GiB read", self._path, self.bytes_read / (1 << 30))
+            self._next_report += _PROGRESS_EVERY
+        return data
+
+    def drain(self) -> None:
+        """Reads what tarfile left (end padding), so the hashes cover the whole file."""
+        while self.read(_CHUNK):
+            pass
+
+
+class CheckedTarInfo(tarfile.TarInfo):
+    """Records why `tarfile` stopped, which it otherwise hides.
+
+    `TarFile.next()` returns None both at the end-of-archive marker and when the file just
+    stops at a header (a download cut at a member boundary), so the reason is kept on the
+    TarFile for `tar_end_problem`.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.HeaderError as e:
+            tar._imagenet_end = e  # type: ignore[attr-defined]
+            raise
+
+
+def tar_end_problem(tar: tarfile.TarFile) -> str | None:
+    """Why a fully iterated tar (opened with `tarinfo=CheckedTarInfo`) is incomplete, or None.
+
+    Reads the rest of the (decompressed) stream: a complete tar has two zero blocks after
+    its last member, which `archives.walk_tar` also insists on, so an archive that passes
+    here is not refused later by the pipeline.
+    """
+    end = getattr(tar, "_imagenet_end", None)
+    where = f"byte {tar.offset:,}"
+    if isinstance(end, tarfile.EmptyHeaderError):
+        return f"it stops at {where} without the end-of-archive marker"
+    if isinstance(end, tarfile.TruncatedHeaderError):
+        return f"it stops inside the member header at {where}"
+    if isinstance(end, tarfile.InvalidHeaderError):
+        return f"the block at {where} is not a tar header ({end})"
+    if not isinstance(end, tarfile.EOFHeaderError):
+        return "the end-of-archive marker was not found"
+    stream = tar.fileobj
+    assert stream is not None
+    while stream.read(_TAR_BUFSIZE):
+        pass
+    if stream.tell() < tar.offset + 2 * tarfile.BLOCKSIZE:
+        return f"it stops at byte {stream.tell():,}, inside the end-of-archive marker"
+    return None
+
+
+def _not_a_tar(path: str, reason: object) -> ArchiveCheckError:
+    return ArchiveCheckError(
+        f"{path} is not a complete tar archive ({reason}): the download is probably "
+        "incomplete or corrupt; download it again",
+        {path: "not a complete tar archive"},
+    )
+
+
+def _read_and_walk(path: str) -> tuple[str, str, int, int]:
+    """sha256, md5, regular-file member count and byte count, from one streaming read."""
+    with storage.open_read(path) as raw:
+        reader = _HashingReader(raw, path)
+        count = 0
+        try:
+            # "r|*" also walks a compressed tar (the devkit is a .tar.gz); hashing sees the
+            # bytes as stored because the reader sits below the decompressor.
+            with tarfile.open(
+                fileobj=reader,  # type: ignore[arg-type]
+                mode="r|*",
+                bufsize=_TAR_BUFSIZE,
+                tarinfo=CheckedTarInfo,
+            ) as tar:
+                while (info := tar.next()) is not None:
+                    tar.members.clear()  # headers only: memory stays flat at 100k members
+                    if info.isreg():
+                        count += 1
+                problem = tar_end_problem(tar)
+        except (tarfile.TarError, EOFError) as e:
+            raise _not_a_tar(path, e) from None
+        if problem:
+            raise _not_a_tar(path, problem)
+        reader.drain()
+    return reader.sha256.hexdigest(), reader.md5.hexdigest(), count, reader.bytes_read
+
+
+def _cache_path(cache_dir: str, path: str, size: int, modified: float) -> str:
+    key = json.dumps([path, size, modified])
+    return storage.join(cache_dir, hashlib.sha1(key.encode("utf-8")).hexdigest() + ".json")
+
+
+def _load_cached(cache_file: str, path: str, size: int, modified: float) -> ArchiveCheck | None:
+    """The stored result for exactly this file state, or None (a torn file is a miss)."""
+    if not storage.exists(cache_file):
+        return None
+    try:
+        stored = json.loads(storage.read_bytes(cache_file))
+        if stored.get("version") != _CACHE_VERSION:
+            return None
+        fields = dict(stored["check"], cached=True)
+        check = ArchiveCheck(**fields)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if (check.path, check.size, check.modified) != (path, size, modified):
+        return None
+    return check
+
+
+def _store_cached(cache_file: str, cache_dir: str, check: ArchiveCheck) -> None:
+    storage.makedirs(cache_dir)
+    record = {"version": _CACHE_VERSION, "check": dict(check.to_dict(), cached=False)}
+    storage.write_bytes(cache_file, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def _satisfies(check: ArchiveCheck, published: dataset.PublishedArchive | None) -> bool:
+    """Whether a cached result answers this call: unverified ones cannot stand for a check."""
+    if published is None:
+        return True
+    return (
+        check.verified_against == PUBLISHED
+        and check.sha256 == published.sha256
+        and (published.size is None or check.size == published.size)
+    )
+
+
+def check_archive(
+    path: str,
+    *,
+    verify_checksum: bool = True,
+    cache_dir: str | None = None,
+    published: dataset.PublishedArchive | None = None,
+) -> ArchiveCheck:
+    """Hashes `path` and walks it as a tar to the end; compares with the published values.
+
+    `published` overrides the entry of `dataset.PUBLISHED_ARCHIVES` found by file name
+    (tests use it: the real archives are too big to ship). Raises ArchiveCheckError.
+    """
+    name = storage.basename(path)
+    if not storage.exists(path):
+        raise ArchiveCheckError(
+            f"{path} does not exist. {dataset.DOWNLOAD_INSTRUCTIONS}", {path: "missing"}
+        )
+    size = storage.size(path)
+    modified = storage.last_updated(path)
+    expected = None
+    if verify_checksum:
+        expected = published or dataset.PUBLISHED_ARCHIVES.get(name)
+    if expected is not None and expected.size is not None and size != expected.size:
+        raise ArchiveCheckError(
+            f"{path}: expected {expected.size:,} bytes (published by image-net.org), found "
+            f"{size:,} bytes: the download is probably incomplete or corrupt; {_ADVICE}",
+            {path: "size differs from the published size"},
+        )
+
+    cache_file = _cache_path(cache_dir, path, size, modified) if cache_dir else None
+    if cache_file and cache_dir:
+        cached = _load_cached(cache_file, path, size, modified)
+        if cached is not None and _satisfies(cached, expected):
+            log.info("%s: checked before (sha256 %s), not read again", path, cached.sha256)
+            return cached
+
+    log.info("%s: hashing %s bytes and walking the tar", path, f"{size:,}")
+    sha256, md5, count, read = _read_and_walk(path)
+    if read != size:
+        raise ArchiveCheckError(
+            f"{path}: {size:,} bytes were listed but {read:,} were read: the file changed "
+            "while it was checked; wait until it is fully written, then check again",
+            {path: "changed while read"},
+        )
+    if expected is not None and sha256 != expected.sha256:
+        raise ArchiveCheckError(
+            f"{path}: expected sha256 {expected.sha256} (published by image-net.org), found "
+            f"sha256 {sha256}: the download is probably corrupt; {_ADVICE}",
+            {path: "sha256 differs from the published sha256"},
+        )
+    check = ArchiveCheck(
+        path=path,
+        name=name,
+        size=size,
+        modified=modified,
+        sha256=sha256,
+        md5=md5,
+        num_members=count,
+        verified_against=PUBLISHED if expected is not None else None,
+    )
+    if cache_file and cache_dir:
+        _store_cached(cache_file, cache_dir, check)
+    return check
+
+
+def check_archives(
+    paths: Iterable[str], *, verify_checksum: bool = True, cache_dir: str | None = None
+) -> list[ArchiveCheck]:
+    """Checks every archive, then raises one error listing all failures, so one run shows all."""
+    paths = list(paths)
+    results: list[ArchiveCheck] = []
+    failures: dict[str, str] = {}
+    messages: list[str] = []
+    for path in paths:
+        try:
+            results.append(
+                check_archive(path, verify_checksum=verify_checksum, cache_dir=cache_dir)
+            )
+        except ArchiveCheckError as e:
+            failures.update(e.failures or {path: str(e)})
+            messages.append(str(e))
+    if messages:
+        listing = "\n".join(f"  - {m}" for m in messages)
+        raise ArchiveCheckError(
+            f"{len(messages)} of {len(paths)} archives failed the check:\n{listing}", failures
+        )
+    return results

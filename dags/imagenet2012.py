@@ -1,0 +1,241 @@
+"""
+### ImageNet (ILSVRC 2012) → TFDS-compatible shards
+
+Waits for the hand-downloaded tarballs, verifies them, merges the October 2019 test patch,
+converts each requested split with an Apache Beam pipeline, publishes
+`DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
+records per split its example count and checksums as an Asset event.
+
+A scheduled run whose archives, settings and published output are unchanged skips the
+conversion and says so. Download the archives from https://image-net.org/download-images
+into `manual_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta
+
+from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.sdk import Param, dag, task
+
+from imagenet_airflow.lineage import SPLITS_ALIAS
+from imagenet_airflow.sensors import DEFAULT_WAIT_MINUTES, ImageNetArchivesSensor
+from imagenet_airflow.tasks import BEAM_MAIN_MODULE
+
+SPLITS = ["train", "validation", "test"]
+SCHEDULE = os.environ.get("IMAGENET2012_SCHEDULE", "@weekly") or None
+DEFAULT_MANUAL_DIR = os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual")
+DEFAULT_DATA_DIR = os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds")
+DEFAULT_TEST_PATCH = "ILSVRC2012_img_test_patch_v10102019.tar"
+
+INPUT = "Input and output"
+CONVERSION = "Conversion"
+EXECUTION = "Execution"
+DATAFLOW = "Dataflow (runner = DataflowRunner)"
+
+params = {
+    "manual_dir": Param(
+        DEFAULT_MANUAL_DIR,
+        type="string",
+        minLength=1,
+        title="Manual directory",
+        description="Folder (local path or gs://bucket/prefix) holding the tarballs "
+        "downloaded from image-net.org.",
+        section=INPUT,
+    ),
+    "data_dir": Param(
+        DEFAULT_DATA_DIR,
+        type="string",
+        minLength=1,
+        title="Data directory",
+        description="TFDS data_dir: the output goes to DATA_DIR/imagenet2012/5.1.0/.",
+        section=INPUT,
+    ),
+    "splits": Param(
+        SPLITS,
+        type="array",
+        items={"type": "string", "enum": SPLITS},
+        minItems=1,
+        uniqueItems=True,
+        title="Splits",
+        description="Which splits to convert; each needs only its own archive.",
+        section=INPUT,
+    ),
+    "test_patch": Param(
+        DEFAULT_TEST_PATCH,
+        type=["null", "string"],
+        title="Test patch file",
+        description="File name of the October 2019 test patch tar in the manual directory, "
+        "merged into ILSVRC2012_img_test.tar before conversion. Not needed when the "
+        "patched ILSVRC2012_img_test_v10102019.tar is there. Empty: take "
+        "ILSVRC2012_img_test.tar as already patched (what TFDS assumes).",
+        section=INPUT,
+    ),
+    "verify_checksums": Param(
+        True,
+        type="boolean",
+        title="Verify checksums",
+        description="Compare sizes and sha256 with the values image-net.org publishes. "
+        "Turn off for subsets, custom or generated data.",
+        section=INPUT,
+    ),
+    "file_format": Param(
+        "tfrecord",
+        type="string",
+        enum=["tfrecord", "array_record"],
+        title="File format",
+        description="tfrecord (tfds.load / as_dataset) or array_record (as_data_source).",
+        section=CONVERSION,
+    ),
+    "num_shards": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        title="Shards per split",
+        description="Empty: TFDS's rule (64 MiB – 1 GiB a shard, 1024 for train).",
+        section=CONVERSION,
+    ),
+    "on_corrupt": Param(
+        "fail",
+        type="string",
+        enum=["fail", "skip"],
+        title="Corrupt images",
+        description="fail the run, or skip such images and list them in lineage.json.",
+        section=CONVERSION,
+    ),
+    "validate_images": Param(
+        False,
+        type="boolean",
+        title="Decode every image",
+        description="Decode every image fully (about 1 ms each) instead of checking headers.",
+        section=CONVERSION,
+    ),
+    "runner": Param(
+        "DirectRunner",
+        type="string",
+        enum=["DirectRunner", "DataflowRunner"],
+        title="Beam runner",
+        section=EXECUTION,
+    ),
+    "num_workers": Param(
+        os.cpu_count() or 1,
+        type="integer",
+        minimum=1,
+        title="Workers",
+        description="DirectRunner: worker processes. DataflowRunner: maximum workers.",
+        section=EXECUTION,
+    ),
+    "wait_timeout_minutes": Param(
+        DEFAULT_WAIT_MINUTES,
+        type="number",
+        exclusiveMinimum=0,
+        title="Wait for archives (minutes)",
+        description="How long wait_for_archives waits for missing archives before failing.",
+        section=EXECUTION,
+    ),
+    "dataflow_project": Param(None, type=["null", "string"], title="GCP project", section=DATAFLOW),
+    "dataflow_region": Param(None, type=["null", "string"], title="Region", section=DATAFLOW),
+    "dataflow_temp_location": Param(
+        None,
+        type=["null", "string"],
+        pattern="^gs://",
+        title="Temp location",
+        description="gs:// prefix for Dataflow's temporary and staging files.",
+        section=DATAFLOW,
+    ),
+    "dataflow_service_account": Param(
+        None, type=["null", "string"], title="Service account email", section=DATAFLOW
+    ),
+}
+
+
+@dag(
+    dag_id="imagenet2012",
+    doc_md=__doc__,
+    schedule=SCHEDULE,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=params,
+    render_template_as_native_obj=True,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["imagenet", "tfds", "beam"],
+)
+def imagenet2012():
+    wait_for_archives = ImageNetArchivesSensor(
+        task_id="wait_for_archives",
+        manual_dir="{{ params.manual_dir }}",
+        splits="{{ params.splits }}",
+        test_patch="{{ params.test_patch }}",
+        wait_timeout_minutes="{{ params.wait_timeout_minutes }}",
+        poke_interval=60,
+        timeout=timedelta(days=30),
+        retries=0,
+    )
+
+    @task
+    def verify_archives(params=None) -> dict:
+        from imagenet_airflow import tasks
+
+        return tasks.verify_archives(params)
+
+    @task
+    def merge_test_patch(verified: dict, params=None) -> dict | None:
+        from imagenet_airflow import tasks
+
+        return tasks.merge_test_patch(params, verified)
+
+    @task
+    def plan_conversion(verified: dict, merged: dict | None, params=None) -> dict:
+        from imagenet_airflow import tasks
+
+        return tasks.plan_conversion(params, verified, merged)
+
+    @task
+    def conversion_jobs(plan: dict) -> list[dict]:
+        """One set of Beam pipeline options per split to convert (none when up to date)."""
+        return plan["jobs"]
+
+    @task(trigger_rule="none_failed")
+    def publish(verified: dict, merged: dict | None, plan: dict, params=None, dag_run=None):
+        from imagenet_airflow import tasks
+
+        run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}
+        return tasks.publish(params, verified, merged, plan, run)
+
+    @task(trigger_rule="none_failed", outlets=[SPLITS_ALIAS])
+    def validate_and_record(published: dict, params=None, outlet_events=None) -> dict:
+        from imagenet_airflow import lineage, tasks
+
+        validated = tasks.validate(params, published)
+        for split, info in validated["splits"].items():
+            outlet_events[SPLITS_ALIAS].add(
+                lineage.split_asset(validated["version_dir"], split),
+                extra=lineage.split_extra(
+                    validated["version_dir"], validated["file_format"], info,
+                    validated["reprocessed"],
+                ),
+            )
+        return tasks.short_summary(validated, params["splits"])
+
+    verified = verify_archives()
+    merged = merge_test_patch(verified)
+    plan = plan_conversion(verified, merged)
+    convert = BeamRunPythonPipelineOperator.partial(
+        task_id="convert",
+        py_file=BEAM_MAIN_MODULE,
+        py_options=["-m"],
+        py_interpreter=sys.executable,
+        runner="{{ params.runner }}",
+        map_index_template="{{ task.pipeline_options['splits'] }}",
+        retries=2,
+    ).expand(pipeline_options=conversion_jobs(plan))
+    published = publish(verified, merged, plan)
+    wait_for_archives >> verified
+    convert >> published
+    validate_and_record(published)
+
+
+imagenet2012()

@@ -1,0 +1,64 @@
+"""Waiting for hand-downloaded archives without holding a worker slot."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+DEFAULT_WAIT_MINUTES = 24 * 60
+
+
+class ImageNetArchivesSensor(BaseSensorOperator):
+    """Succeeds once every archive the requested splits need is in the manual dir.
+
+    Each look logs what is still missing and where to get it. Runs in reschedule mode by
+    default, so a long wait for a 147 GB download frees its worker slot between looks.
+    Gives up after `wait_timeout_minutes` (counted from the start of the DAG run) with the
+    same list.
+    """
+
+    template_fields: Sequence[str] = ("manual_dir", "splits", "test_patch", "wait_timeout_minutes")
+
+    def __init__(
+        self,
+        *,
+        manual_dir: str,
+        splits: Sequence[str] | str,
+        test_patch: str | None = None,
+        wait_timeout_minutes: float | str = DEFAULT_WAIT_MINUTES,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        super().__init__(**kwargs)
+        self.manual_dir = manual_dir
+        self.splits = splits
+        self.test_patch = test_patch
+        self.wait_timeout_minutes = wait_timeout_minutes
+
+    def _splits(self) -> list[str]:
+        if isinstance(self.splits, str):
+            return [s.strip() for s in self.splits.strip("[]").replace("'", "").split(",") if s]
+        return list(self.splits)
+
+    def poke(self, context) -> bool | PokeReturnValue:
+        from imagenet_beam import inputs
+
+        found, missing = inputs.find_sources(self.manual_dir, self._splits(), self.test_patch or None)
+        if not missing:
+            sources = {split: source.paths for split, source in found.items()}
+            self.log.info("all archives are there: %s", sources)
+            return PokeReturnValue(is_done=True, xcom_value=sources)
+        message = inputs.missing_message(self.manual_dir, missing)
+        started = context["dag_run"].start_date or datetime.datetime.now(datetime.timezone.utc)
+        waited = datetime.datetime.now(datetime.timezone.utc) - started
+        limit = datetime.timedelta(minutes=float(self.wait_timeout_minutes))
+        if waited >= limit:
+            raise AirflowSensorTimeout(
+                f"gave up after waiting {waited} (wait_timeout_minutes="
+                f"{self.wait_timeout_minutes}): {message}"
+            )
+        self.log.warning("still waiting (%s of %s): %s", waited, limit, message)
+        return False
