@@ -37,9 +37,11 @@ RUN python -m venv /opt/venv \
 
 # The Beam package, installed non-editable (its dependencies came from requirements.txt
 # above). The source stays at /opt/airflow/beam so Dataflow runs can ship it with
-# --setup_file=/opt/airflow/beam/setup.py.
+# --setup_file; IMAGENET_BEAM_SETUP_FILE tells the DAG where it is (the package in
+# site-packages has no setup.py beside it).
 COPY beam/pyproject.toml beam/setup.py /opt/airflow/beam/
 COPY beam/imagenet_beam /opt/airflow/beam/imagenet_beam
+ENV IMAGENET_BEAM_SETUP_FILE=/opt/airflow/beam/setup.py
 RUN pip install --no-deps ./beam \
     && pip check \
     && python -c "import imagenet_beam, airflow, psycopg2, asyncpg"

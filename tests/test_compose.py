@@ -392,6 +392,17 @@ def test_imagenet_folders_are_mounted_where_tasks_run(name):
     assert mounts(moved["services"][name])[DATA_MOUNT] == ("/srv/out", "rw")
 
 
+@pytest.mark.parametrize("name", [SCHEDULER, TRIGGERER, DAG_PROCESSOR])
+def test_dag_defaults_are_the_container_paths(name):
+    """The DAG's manual_dir/data_dir defaults come from these (it is parsed in the
+    dag-processor, run in the scheduler and triggerer); host paths never reach it."""
+    env = environment(services()[name])
+    assert env["IMAGENET_MANUAL_DIR"] == MANUAL_MOUNT
+    assert env["IMAGENET_DATA_DIR"] == DATA_MOUNT
+    moved = _interpolate_all(raw_compose(), {"IMAGENET_MANUAL_DIR": "/srv/in"})
+    assert environment(moved["services"][name])["IMAGENET_MANUAL_DIR"] == MANUAL_MOUNT
+
+
 @pytest.mark.parametrize("name", RUNS_TASKS)
 def test_gcp_credentials_are_optional(name):
     credentials = "/opt/airflow/gcp/credentials.json"
@@ -547,6 +558,8 @@ def test_dockerfile_installs_requirements_and_the_beam_package():
     assert re.search(r"^COPY beam/imagenet_beam /opt/airflow/beam/imagenet_beam$", text, re.M)
     assert re.search(r"pip install --no-deps \./beam\b", text)
     assert "pip check" in text
+    # The DAG's Dataflow runs ship the package with this setup.py.
+    assert re.search(r"^ENV IMAGENET_BEAM_SETUP_FILE=/opt/airflow/beam/setup\.py$", text, re.M)
 
 
 def test_dockerfile_adds_pinned_postgres_drivers_requirements_txt_lacks():

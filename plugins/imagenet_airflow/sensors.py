@@ -46,14 +46,16 @@ class ImageNetArchivesSensor(BaseSensorOperator):
     def poke(self, context) -> bool | PokeReturnValue:
         from imagenet_beam import inputs
 
-        found, missing = inputs.find_sources(self.manual_dir, self._splits(), self.test_patch or None)
+        found, missing = inputs.find_sources(
+            self.manual_dir, self._splits(), self.test_patch or None
+        )
         if not missing:
             sources = {split: source.paths for split, source in found.items()}
             self.log.info("all archives are there: %s", sources)
             return PokeReturnValue(is_done=True, xcom_value=sources)
         message = inputs.missing_message(self.manual_dir, missing)
-        started = context["dag_run"].start_date or datetime.datetime.now(datetime.timezone.utc)
-        waited = datetime.datetime.now(datetime.timezone.utc) - started
+        started = context["dag_run"].start_date or datetime.datetime.now(datetime.UTC)
+        waited = datetime.datetime.now(datetime.UTC) - started
         limit = datetime.timedelta(minutes=float(self.wait_timeout_minutes))
         if waited >= limit:
             raise AirflowSensorTimeout(

@@ -1,0 +1,61 @@
+"""The DAG folder parses cleanly, quickly, and without heavy imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.dags.conftest import AIRFLOW_ENV
+
+
+def test_dagbag_has_no_import_errors(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    started = time.monotonic()
+    bag = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag("imagenet2012")
+    assert dag is not None
+    assert time.monotonic() - started < 30
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.doc_md and "ImageNet" in dag.doc_md
+    task_ids = set(dag.task_ids)
+    assert {
+        "wait_for_archives", "verify_archives", "merge_test_patch", "plan_conversion",
+        "convert", "publish", "validate_and_record",
+    } <= task_ids
+
+
+def test_params_are_a_self_explanatory_form(imagenet_dag):
+    params = imagenet_dag.params
+    for name in (
+        "manual_dir", "data_dir", "splits", "file_format", "num_shards", "on_corrupt",
+        "verify_checksums", "test_patch", "runner", "num_workers", "dataflow_project",
+        "dataflow_region", "dataflow_temp_location", "dataflow_service_account",
+    ):
+        param = params.get_param(name)
+        assert param.schema.get("title") or param.description, name
+        assert param.schema.get("section"), name
+    assert params.get_param("file_format").schema["enum"] == ["tfrecord", "array_record"]
+    assert params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
+
+
+def test_parsing_imports_neither_tensorflow_nor_beam():
+    code = (
+        "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('tensorflow', 'apache_beam', 'tensorflow_datasets'))))"
+    )
+    env = {**os.environ, **AIRFLOW_ENV, "PYTHONPATH": AIRFLOW_ENV["AIRFLOW__CORE__PLUGINS_FOLDER"]}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"],
+                                                   "imagenet2012.py")],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )
+    heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert heavy == [], heavy
+    assert time.monotonic() - started < 60

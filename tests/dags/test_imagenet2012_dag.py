@@ -1,0 +1,181 @@
+"""The `imagenet2012` DAG end to end with `dag.test()` on a real SQLite metadata DB."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from imagenet_beam import dataset, synthetic
+from tests.conftest import read_tfrecord_examples, version_dir
+
+SPLITS = ["train", "validation", "test"]
+
+
+def _run(dag, conf: dict):
+    """One DAG run; returns (run, {task_id or task_id[map_index]: state})."""
+    run = dag.test(run_conf=conf)
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(
+            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run.run_id
+        )
+        states = {
+            ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
+            for ti in tis
+        }
+    return run, states
+
+
+def _asset_events(run_id: str) -> dict[str, dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent, AssetModel)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetEvent.source_run_id == run_id)
+            .all()
+        )
+        return {model.name: dict(event.extra) for event, model in rows}
+
+
+def _xcom(dag_id: str, run_id: str, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key="return_value")
+            .one()
+        )
+        value = row.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@pytest.fixture(scope="module")
+def patched_input(tmp_path_factory):
+    return synthetic.generate_manual_dir(
+        str(tmp_path_factory.mktemp("dag_manual")),
+        awkward=("cmyk_other_name", "png_tfds_name", "grayscale"),
+        test_archives=("2012", "patch"),
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(imagenet_dag, patched_input, tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("dag_data"))
+    conf = {
+        "manual_dir": patched_input.manual_dir,
+        "data_dir": data_dir,
+        "splits": SPLITS,
+        "verify_checksums": False,
+        "test_patch": synthetic.PATCH_ARCHIVE,
+        "num_workers": 1,
+    }
+    run, states = _run(imagenet_dag, conf)
+    return conf, run, states
+
+
+def test_every_task_succeeds(first_run):
+    _, run, states = first_run
+    assert str(run.state) == "success", states
+    expected = {
+        "wait_for_archives", "verify_archives", "merge_test_patch", "plan_conversion",
+        "conversion_jobs", "convert[0]", "convert[1]", "convert[2]", "publish",
+        "validate_and_record",
+    }
+    assert set(states) == expected
+    assert set(states.values()) == {"success"}, states
+
+
+def test_output_loads_in_tfds_with_the_right_counts(first_run, patched_input):
+    import tensorflow_datasets as tfds
+
+    conf, _, _ = first_run
+    builder = tfds.builder_from_directory(version_dir(conf["data_dir"]))
+    for split in SPLITS:
+        assert builder.info.splits[split].num_examples == len(patched_input.split(split))
+    ds = tfds.load("imagenet2012", data_dir=conf["data_dir"], split="validation")
+    assert sum(1 for _ in ds) == len(patched_input.split("validation"))
+
+
+def test_lineage_matches_the_files(first_run, patched_input):
+    conf, run, _ = first_run
+    path = version_dir(conf["data_dir"])
+    lineage = json.load(open(os.path.join(path, "lineage.json")))
+    for split in SPLITS:
+        info = lineage["splits"][split]
+        assert info["num_examples"] == len(patched_input.split(split))
+        for shard in info["shards"]:
+            data = open(os.path.join(path, shard["file"]), "rb").read()
+            assert hashlib.sha256(data).hexdigest() == shard["sha256"]
+            assert len(data) == shard["num_bytes"]
+    assert lineage["airflow"]["run_id"] == run.run_id
+    assert {a["name"] for a in lineage["archives"]} == {
+        dataset.TRAIN_ARCHIVE, dataset.VALIDATION_ARCHIVE, dataset.TEST_ARCHIVE_2012,
+        synthetic.PATCH_ARCHIVE,
+    }
+    assert all(len(a["sha256"]) == 64 for a in lineage["archives"])
+    assert sorted(lineage["test_patch"]["replaced"]) == sorted(patched_input.replaced_by_patch)
+    assert lineage["fingerprint"]
+
+
+def test_patched_test_images_are_the_patch_bytes(first_run, patched_input):
+    conf, _, _ = first_run
+    stored = read_tfrecord_examples(version_dir(conf["data_dir"]), "test")
+    assert patched_input.replaced_by_patch
+    for member in patched_input.split("test"):
+        assert stored[member.file_name] == (-1, member.data), member.file_name
+    for name in patched_input.replaced_by_patch:
+        assert patched_input.by_name("test")[name].patched
+
+
+def test_asset_events_carry_the_counts(first_run, patched_input):
+    conf, run, _ = first_run
+    events = _asset_events(run.run_id)
+    assert len(events) == 3
+    lineage = json.load(open(os.path.join(version_dir(conf["data_dir"]), "lineage.json")))
+    for split in SPLITS:
+        prefix = f"imagenet2012/5.1.0/{split}@"
+        [extra] = [e for name, e in events.items() if name.startswith(prefix)]
+        assert extra["num_examples"] == len(patched_input.split(split))
+        assert extra["num_shards"] == lineage["splits"][split]["num_shards"]
+        assert extra["num_bytes"] == lineage["splits"][split]["num_bytes"]
+        assert len(extra["shards_sha256_digest"]) == 64
+        assert extra["reprocessed"] is True
+    summary = _xcom("imagenet2012", run.run_id, "validate_and_record")
+    assert summary["splits"]["train"]["num_examples"] == len(patched_input.split("train"))
+
+
+def test_a_second_run_skips_and_a_changed_setting_reconverts(imagenet_dag, first_run):
+    conf, _, _ = first_run
+    path = version_dir(conf["data_dir"])
+    before = {n: os.stat(os.path.join(path, n)).st_mtime_ns for n in os.listdir(path)}
+
+    run, states = _run(imagenet_dag, conf)
+    assert str(run.state) == "success", states
+    assert states["convert"] == "skipped" and states["validate_and_record"] == "success"
+    assert _xcom("imagenet2012", run.run_id, "publish")["published"] is False
+    assert "same archives and settings" in _xcom(
+        "imagenet2012", run.run_id, "plan_conversion"
+    )["reason"]
+    after = {n: os.stat(os.path.join(path, n)).st_mtime_ns for n in os.listdir(path)}
+    assert after == before
+    events = _asset_events(run.run_id)
+    assert events and all(e["reprocessed"] is False for e in events.values())
+
+    changed = {**conf, "num_shards": 2, "splits": ["validation"]}
+    run, states = _run(imagenet_dag, changed)
+    assert str(run.state) == "success", states
+    assert states["convert[0]"] == "success"
+    lineage = json.load(open(os.path.join(path, "lineage.json")))
+    assert lineage["airflow"]["run_id"] == run.run_id
+    assert list(lineage["splits"]) == ["validation"]
+    assert lineage["splits"]["validation"]["num_shards"] == 2

@@ -1,0 +1,316 @@
+"""The `imagenet2012` DAG as the UI triggers it: a real `airflow standalone` and its REST API.
+
+Slow-ish (about two minutes): starts scheduler, DAG processor, triggerer and API server in
+a subprocess with its own AIRFLOW_HOME and SQLite DB (not the one tests/dags/conftest.py
+sets up), triggers a run through `POST /api/v2/dags/imagenet2012/dagRuns` on a small
+generated input, waits for it, and checks the published output. Also checks that a conf
+breaking the params' JSON schema is refused with 400 before any run is created.
+
+Auth: standalone forces the SimpleAuthManager; with `simple_auth_manager_all_admins` its
+middleware adds an admin token to every request, so the API needs no `/auth/token` call.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from imagenet_beam import synthetic
+from tests.conftest import ROOT, version_dir
+
+DAG_ID = "imagenet2012"
+SPLITS = ["train", "validation", "test"]
+STARTUP_TIMEOUT = 180
+RUN_TIMEOUT = 420
+# A task going up for retry already means the run went wrong: report it instead of waiting
+# out the DAG's retry delays.
+BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Standalone:
+    """A running `airflow standalone` and the bits needed to talk to it or explain failures."""
+
+    def __init__(self, home: str, port: int, proc: subprocess.Popen, log_path: str):
+        self.home = home
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = proc
+        self.log_path = log_path
+        self.http = requests.Session()
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, f"{self.base}/api/v2{path}", **kwargs)
+
+    def output_tail(self, lines: int = 80) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError as e:
+            return f"(no standalone output: {e})"
+
+    def task_log_tails(self, run_id: str, task_ids: set[str], chars: int = 3000) -> str:
+        """The end of each attempt's log of the given tasks (read from AIRFLOW_HOME/logs)."""
+        out = []
+        pattern = os.path.join(self.home, "logs", f"dag_id={DAG_ID}", f"run_id={run_id}", "**",
+                               "*.log")
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if any(f"task_id={t}{os.sep}" in path for t in task_ids):
+                with open(path, errors="replace") as f:
+                    out.append(f"--- {os.path.relpath(path, self.home)}\n{f.read()[-chars:]}")
+        return "\n".join(out) or "(no task logs found)"
+
+    def explain(self, what: str, run_id: str | None = None) -> str:
+        parts = [what]
+        if run_id is not None:
+            try:
+                tis = self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()
+                states = {_ti_name(ti): ti["state"] for ti in tis["task_instances"]}
+                parts.append(f"task instances: {json.dumps(states, indent=1)}")
+                bad = {ti["task_id"] for ti in tis["task_instances"]
+                       if ti["state"] in BAD_TASK_STATES}
+                if bad:
+                    parts.append(f"task logs:\n{self.task_log_tails(run_id, bad)}")
+            except (requests.RequestException, ValueError, KeyError) as e:
+                parts.append(f"(could not list task instances: {e!r})")
+        parts.append(f"standalone exit code: {self.proc.poll()}")
+        parts.append(f"standalone output (tail):\n{self.output_tail()}")
+        return "\n\n".join(parts)
+
+
+def _ti_name(ti: dict) -> str:
+    return ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+
+
+def _standalone_env(home: str, port: int) -> dict[str, str]:
+    """The process env minus any Airflow settings of this test process (conftest sets some)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "IMAGENET"))}
+    venv_bin = os.path.dirname(sys.executable)
+    env.update({
+        # standalone starts its components as plain `airflow ...`
+        "PATH": os.pathsep.join([venv_bin, env.get("PATH", "")]),
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": os.path.join(ROOT, "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        # the task supervisors reach the Execution API under base_url (default :8080)
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        # fixed up front so no component races to generate its own into airflow.cfg
+        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "IMAGENET2012_SCHEDULE": "",  # no schedule: unpausing creates no run of its own
+        "NO_COLOR": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Anything of the group still alive (e.g. a task process) goes too.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_until_ready(server: Standalone) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = "nothing yet"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            pytest.fail(server.explain("airflow standalone exited during startup"))
+        try:
+            health = server.api("GET", "/monitor/health", timeout=5)
+            if health.status_code != 200:
+                last = f"health: HTTP {health.status_code} {health.text[:300]}"
+            else:
+                body = health.json()
+                unhealthy = {name: part for name, part in body.items()
+                             if part and part.get("status") != "healthy"}
+                if unhealthy:
+                    last = f"health: {unhealthy}"
+                else:
+                    dag = server.api("GET", f"/dags/{DAG_ID}", timeout=5)
+                    if dag.status_code == 200:
+                        assert dag.json()["is_paused"] is False, dag.json()
+                        return
+                    last = f"GET /dags/{DAG_ID}: HTTP {dag.status_code} {dag.text[:300]}"
+        except requests.RequestException as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(2)
+    try:
+        errors = server.api("GET", "/importErrors", timeout=5).text[:3000]
+    except requests.RequestException as e:
+        errors = repr(e)
+    pytest.fail(server.explain(
+        f"Airflow not ready with {DAG_ID} parsed after {STARTUP_TIMEOUT} s; last: {last}\n"
+        f"import errors: {errors}"
+    ))
+
+
+@pytest.fixture(scope="module")
+def airflow_server(tmp_path_factory):
+    home = str(tmp_path_factory.mktemp("standalone-airflow-home"))
+    port = _free_port()
+    log_path = os.path.join(home, "standalone.out")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "airflow"), "standalone"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_standalone_env(home, port),
+            cwd=home,
+            start_new_session=True,
+        )
+    server = Standalone(home, port, proc, log_path)
+    try:
+        _wait_until_ready(server)
+        yield server
+    finally:
+        server.http.close()
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return synthetic.generate_manual_dir(
+        str(tmp_path_factory.mktemp("rest_manual")),
+        num_classes=2,
+        train_per_class=3,
+        num_validation=4,
+        num_test=4,
+        num_patched=1,
+        test_archives=("2012", "patch"),
+    )
+
+
+def _run_ids(server: Standalone) -> set[str]:
+    resp = server.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+    assert resp.status_code == 200, resp.text
+    return {r["dag_run_id"] for r in resp.json()["dag_runs"]}
+
+
+@pytest.fixture(scope="module")
+def triggered_run(airflow_server, generated, tmp_path_factory):
+    """A run triggered like the UI's Trigger button does, waited for until it succeeds."""
+    server = airflow_server
+    conf = {
+        "manual_dir": generated.manual_dir,
+        "data_dir": str(tmp_path_factory.mktemp("rest_data")),
+        "splits": SPLITS,
+        "test_patch": synthetic.PATCH_ARCHIVE,
+        "verify_checksums": False,
+        "num_workers": 1,
+    }
+    resp = server.api("POST", f"/dags/{DAG_ID}/dagRuns",
+                      json={"logical_date": None, "conf": conf})
+    assert resp.status_code in (200, 201), server.explain(
+        f"trigger: HTTP {resp.status_code} {resp.text}")
+    run_id = resp.json()["dag_run_id"]
+
+    deadline = time.monotonic() + RUN_TIMEOUT
+    state = None
+    while time.monotonic() < deadline:
+        run = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert run.status_code == 200, server.explain(f"run: HTTP {run.status_code} {run.text}")
+        state = run.json()["state"]
+        if state == "success":
+            return conf, run_id
+        if state == "failed":
+            pytest.fail(server.explain(f"run {run_id} failed", run_id))
+        tis = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()
+        bad = [_ti_name(ti) for ti in tis["task_instances"] if ti["state"] in BAD_TASK_STATES]
+        if bad:
+            pytest.fail(server.explain(f"run {run_id}: tasks went wrong: {bad}", run_id))
+        if server.proc.poll() is not None:
+            pytest.fail(server.explain("airflow standalone exited during the run", run_id))
+        time.sleep(2)
+    pytest.fail(server.explain(
+        f"run {run_id} still {state} after {RUN_TIMEOUT} s", run_id))
+
+
+@pytest.mark.parametrize(
+    "bad_conf, param",
+    [
+        ({"splits": ["bogus"]}, "splits"),
+        ({"file_format": "parquet"}, "file_format"),
+        ({"num_shards": 0}, "num_shards"),
+    ],
+    ids=["unknown-split", "unknown-format", "zero-shards"],
+)
+def test_conf_breaking_the_params_schema_is_refused(airflow_server, bad_conf, param):
+    before = _run_ids(airflow_server)
+    resp = airflow_server.api("POST", f"/dags/{DAG_ID}/dagRuns",
+                              json={"logical_date": None, "conf": bad_conf})
+    assert resp.status_code == 400, resp.text
+    assert f"param {param}" in resp.json()["detail"], resp.text
+    assert _run_ids(airflow_server) == before
+
+
+def test_triggered_run_succeeds_every_task(airflow_server, triggered_run):
+    _, run_id = triggered_run
+    resp = airflow_server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    states = {_ti_name(ti): ti["state"] for ti in resp.json()["task_instances"]}
+    assert set(states) == {
+        "wait_for_archives", "verify_archives", "merge_test_patch", "plan_conversion",
+        "conversion_jobs", "convert[0]", "convert[1]", "convert[2]", "publish",
+        "validate_and_record",
+    }
+    assert set(states.values()) == {"success"}, states
+
+
+def test_lineage_counts_match_the_generated_input(triggered_run, generated):
+    conf, run_id = triggered_run
+    with open(os.path.join(version_dir(conf["data_dir"]), "lineage.json")) as f:
+        lineage = json.load(f)
+    assert {s: lineage["splits"][s]["num_examples"] for s in SPLITS} == {
+        s: len(generated.split(s)) for s in SPLITS
+    }
+    assert lineage["airflow"]["run_id"] == run_id
+
+
+def test_output_loads_in_tfds_with_the_generated_counts(triggered_run, generated):
+    import tensorflow_datasets as tfds
+
+    conf, _ = triggered_run
+    builder = tfds.builder_from_directory(version_dir(conf["data_dir"]))
+    assert {s: builder.info.splits[s].num_examples for s in SPLITS} == {
+        s: len(generated.split(s)) for s in SPLITS
+    }
