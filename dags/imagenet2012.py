@@ -28,6 +28,7 @@ SPLITS = ["train", "validation", "test"]
 SCHEDULE = os.environ.get("IMAGENET2012_SCHEDULE", "@weekly") or None
 DEFAULT_MANUAL_DIR = os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual")
 DEFAULT_DATA_DIR = os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds")
+POKE_INTERVAL_SECONDS = float(os.environ.get("IMAGENET2012_POKE_INTERVAL_SECONDS", "60"))
 DEFAULT_TEST_PATCH = "ILSVRC2012_img_test_patch_v10102019.tar"
 
 INPUT = "Input and output"
@@ -170,7 +171,7 @@ def imagenet2012():
         splits="{{ params.splits }}",
         test_patch="{{ params.test_patch }}",
         wait_timeout_minutes="{{ params.wait_timeout_minutes }}",
-        poke_interval=60,
+        poke_interval=POKE_INTERVAL_SECONDS,
         timeout=timedelta(days=30),
         retries=0,
     )

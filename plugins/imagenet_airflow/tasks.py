@@ -11,6 +11,8 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
+from airflow.sdk.exceptions import AirflowFailException
+
 log = logging.getLogger(__name__)
 
 WORK_DIR_NAME = ".imagenet2012-work"  # beside imagenet2012/ in data_dir: caches, merged tar
@@ -42,11 +44,14 @@ def verify_archives(params: Mapping) -> dict:
     if missing:
         raise FileNotFoundError(inputs.missing_message(params["manual_dir"], missing))
     paths = sorted({p for source in found.values() for p in source.paths})
-    checks = archive_checks.check_archives(
-        paths,
-        verify_checksum=bool(params["verify_checksums"]),
-        cache_dir=storage.join(work_dir(params["data_dir"]), "archive-checks"),
-    )
+    try:
+        checks = archive_checks.check_archives(
+            paths,
+            verify_checksum=bool(params["verify_checksums"]),
+            cache_dir=storage.join(work_dir(params["data_dir"]), "archive-checks"),
+        )
+    except archive_checks.ArchiveCheckError as e:
+        raise AirflowFailException(str(e)) from None  # a retry would read the same bytes
     for check in checks:
         log.info(
             "%s: %s bytes, sha256 %s%s%s",
@@ -73,11 +78,14 @@ def merge_test_patch(params: Mapping, verified: Mapping) -> dict | None:
     if not source or not source["patch"]:
         log.info("nothing to merge: the test split is not requested or its tar is patched")
         return None
-    report = patch_merge.merge_test_patch(
-        source["archive"],
-        source["patch"],
-        patch_merge.default_output(work_dir(params["data_dir"])),
-    )
+    try:
+        report = patch_merge.merge_test_patch(
+            source["archive"],
+            source["patch"],
+            patch_merge.default_output(work_dir(params["data_dir"])),
+        )
+    except patch_merge.UnsafeMemberError as e:
+        raise AirflowFailException(str(e)) from None
     if report.reused:
         log.info("merged test tar %s is up to date with its inputs; nothing to do", report.output)
     else:

@@ -23,6 +23,7 @@ AIRFLOW_ENV = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "IMAGENET2012_SCHEDULE": "@weekly",
+    "IMAGENET2012_POKE_INTERVAL_SECONDS": "1",
 }
 os.environ.update(AIRFLOW_ENV)
 if os.path.join(ROOT, "plugins") not in sys.path:

@@ -57,22 +57,23 @@ class Standalone:
         kwargs.setdefault("timeout", 30)
         return self.http.request(method, f"{self.base}/api/v2{path}", **kwargs)
 
-    def output_tail(self, lines: int = 80) -> str:
+    def output_tail(self, lines: int = 60, width: int = 600) -> str:
         try:
             with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
+                return "".join(line[:width].rstrip() + "\n" for line in f.readlines()[-lines:])
         except OSError as e:
             return f"(no standalone output: {e})"
 
-    def task_log_tails(self, run_id: str, task_ids: set[str], chars: int = 3000) -> str:
-        """The end of each attempt's log of the given tasks (read from AIRFLOW_HOME/logs)."""
+    def task_log_tails(self, run_id: str, task_ids: set[str], lines: int = 15) -> str:
+        """The last lines of each attempt's log of the given tasks (AIRFLOW_HOME/logs)."""
         out = []
         pattern = os.path.join(self.home, "logs", f"dag_id={DAG_ID}", f"run_id={run_id}", "**",
                                "*.log")
         for path in sorted(glob.glob(pattern, recursive=True)):
             if any(f"task_id={t}{os.sep}" in path for t in task_ids):
                 with open(path, errors="replace") as f:
-                    out.append(f"--- {os.path.relpath(path, self.home)}\n{f.read()[-chars:]}")
+                    tail = [_log_line(line) for line in f.readlines()[-lines:]]
+                out.append(f"--- {os.path.relpath(path, self.home)}\n" + "\n".join(tail))
         return "\n".join(out) or "(no task logs found)"
 
     def explain(self, what: str, run_id: str | None = None) -> str:
@@ -91,6 +92,18 @@ class Standalone:
         parts.append(f"standalone exit code: {self.proc.poll()}")
         parts.append(f"standalone output (tail):\n{self.output_tail()}")
         return "\n\n".join(parts)
+
+
+def _log_line(line: str) -> str:
+    """A task log line (JSON) as level, event and, for a failure, the exception."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.rstrip()
+    text = f"{record.get('level', '?')}: {record.get('event', '')}"
+    for error in record.get("error_detail") or []:
+        text += f"\n    {error.get('exc_type')}: {error.get('exc_value')}"
+    return text
 
 
 def _ti_name(ti: dict) -> str:
@@ -113,6 +126,7 @@ def _standalone_env(home: str, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # fewer idle LocalExecutor workers
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         # the task supervisors reach the Execution API under base_url (default :8080)
@@ -129,24 +143,29 @@ def _standalone_env(home: str, port: int) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Anything of the group still alive (e.g. a task process) goes too.
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to standalone's whole process group (its components shut down on that, in a few
+    seconds; standalone itself only handles SIGINT, which waits on them far longer), then
+    SIGKILL to whatever is left (e.g. a task's Beam workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        proc.poll()  # reap standalone itself so it does not linger as a zombie
+        time.sleep(0.2)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 def _wait_until_ready(server: Standalone) -> None:
@@ -244,7 +263,12 @@ def triggered_run(airflow_server, generated, tmp_path_factory):
     assert resp.status_code in (200, 201), server.explain(
         f"trigger: HTTP {resp.status_code} {resp.text}")
     run_id = resp.json()["dag_run_id"]
+    _wait_for_success(server, run_id)
+    return conf, run_id
 
+
+def _wait_for_success(server: Standalone, run_id: str) -> None:
+    """Polls the run until it succeeds; fails fast, with the task states and logs, otherwise."""
     deadline = time.monotonic() + RUN_TIMEOUT
     state = None
     while time.monotonic() < deadline:
@@ -252,7 +276,7 @@ def triggered_run(airflow_server, generated, tmp_path_factory):
         assert run.status_code == 200, server.explain(f"run: HTTP {run.status_code} {run.text}")
         state = run.json()["state"]
         if state == "success":
-            return conf, run_id
+            return
         if state == "failed":
             pytest.fail(server.explain(f"run {run_id} failed", run_id))
         tis = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()
@@ -262,8 +286,7 @@ def triggered_run(airflow_server, generated, tmp_path_factory):
         if server.proc.poll() is not None:
             pytest.fail(server.explain("airflow standalone exited during the run", run_id))
         time.sleep(2)
-    pytest.fail(server.explain(
-        f"run {run_id} still {state} after {RUN_TIMEOUT} s", run_id))
+    pytest.fail(server.explain(f"run {run_id} still {state} after {RUN_TIMEOUT} s", run_id))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,96 @@
+"""Waiting for archives and refusing bad ones, in real DAG runs (`dag.test()`, SQLite)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+
+from imagenet_beam import dataset, synthetic
+from tests.conftest import version_dir
+
+ONLY_THE_SENSOR = r"^(?!wait_for_archives$).*"  # every other task is marked success
+
+
+def _wait(dag, manual_dir: str, splits: list[str], wait_minutes: float):
+    """A run of the real DAG in which only wait_for_archives does its work.
+
+    Returns (final state of wait_for_archives, when it ended).
+    """
+    run = dag.test(
+        run_conf={
+            "manual_dir": manual_dir,
+            "data_dir": manual_dir + "-out",
+            "splits": splits,
+            "test_patch": synthetic.PATCH_ARCHIVE,
+            "wait_timeout_minutes": wait_minutes,
+        },
+        mark_success_pattern=ONLY_THE_SENSOR,
+    )
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dag.dag_id, run_id=run.run_id, task_id="wait_for_archives")
+            .one()
+        )
+        return str(ti.state), ti.end_date
+
+
+def test_archives_that_appear_while_waiting_end_the_wait(imagenet_dag, tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+
+    downloaded_at = []
+
+    def download_later():
+        threading.Event().wait(4)
+        synthetic.generate_manual_dir(
+            str(manual), splits=("validation", "test"), test_archives=("2012", "patch")
+        )
+        downloaded_at.append(datetime.now(UTC))
+
+    downloader = threading.Thread(target=download_later)
+    downloader.start()
+    state, ended = _wait(imagenet_dag, str(manual), ["validation", "test"], wait_minutes=5)
+    downloader.join()
+    assert state == "success"
+    assert ended >= downloaded_at[0]  # it waited for the files instead of failing at once
+
+
+def test_archives_that_never_appear_fail_with_what_is_missing(imagenet_dag, tmp_path, capfd):
+    manual = tmp_path / "manual"
+    synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    state, _ = _wait(imagenet_dag, str(manual), ["train", "validation", "test"], wait_minutes=0.05)
+    assert state == "failed"
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "gave up after waiting" in log
+    assert f"train: {dataset.TRAIN_ARCHIVE}" in log
+    assert dataset.TEST_ARCHIVE_PATCHED in log and synthetic.PATCH_ARCHIVE in log
+    assert f"validation: {dataset.VALIDATION_ARCHIVE}" not in log
+
+
+def test_a_wrong_size_fails_verification_and_publishes_nothing(imagenet_dag, tmp_path, capfd):
+    manual = tmp_path / "manual"
+    generated = synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    data_dir = tmp_path / "data"
+    run = imagenet_dag.test(
+        run_conf={
+            "manual_dir": generated.manual_dir,
+            "data_dir": str(data_dir),
+            "splits": ["validation"],
+            "verify_checksums": True,
+            "num_workers": 1,
+        }
+    )
+    assert str(run.state) == "failed"
+    out = capfd.readouterr()
+    log = out.out + out.err
+    published = dataset.PUBLISHED_ARCHIVES[dataset.VALIDATION_ARCHIVE]
+    assert f"expected {published.size:,} bytes" in log
+    assert "download" in log and "verify_checksums" in log
+    assert not os.path.exists(version_dir(data_dir))
+    assert not os.path.exists(data_dir / "imagenet2012")
