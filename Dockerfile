@@ -25,14 +25,13 @@ RUN useradd --uid 50000 --gid 0 --home-dir /opt/airflow --no-create-home \
 WORKDIR /opt/airflow
 
 # Third-party dependencies first (the slow layer, rebuilt only when requirements.txt
-# changes): every pinned line except `-e ./beam`, plus the Postgres drivers the metadata
-# DB needs (psycopg2 for the sync engine, asyncpg for the async engine that Airflow 3
-# derives from the same URL). Both resolve against the pins without changing any of them.
+# changes): every pinned line except `-e ./beam`. They include the Postgres drivers the
+# metadata DB needs (psycopg2 for the sync engine, asyncpg for the async engine that
+# Airflow 3 derives from the same URL).
 COPY requirements.txt /opt/airflow/requirements.txt
 RUN python -m venv /opt/venv \
     && grep -v '^-e ./beam$' requirements.txt > /tmp/requirements-third-party.txt \
     && pip install -r /tmp/requirements-third-party.txt \
-        psycopg2-binary==2.9.13 asyncpg==0.32.0 \
     && rm /tmp/requirements-third-party.txt
 
 # The Beam package, installed non-editable (its dependencies came from requirements.txt

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo demo-cli test lint clean
 
 venv: $(STAMP)
 
@@ -16,13 +16,31 @@ $(STAMP): requirements.txt beam/pyproject.toml
 	$(VENV)/bin/uv pip install --python $(PY) -r requirements.txt
 	touch $(STAMP)
 
+# The DAG, as a user runs it locally: SQLite Airflow DB, DirectRunner, generated input.
+AIRFLOW_ENV := AIRFLOW_HOME=$(DEMO_DIR)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+DEMO_CONF := {"manual_dir": "$(DEMO_DIR)/manual", "data_dir": "$(DEMO_DIR)/data", \
+	"splits": ["train", "validation", "test"], "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar", \
+	"verify_checksums": false, "num_workers": 2}
+
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(PY) -m imagenet_beam generate --manual_dir=$(DEMO_DIR)/manual --awkward
-	$(PY) -m imagenet_beam convert --manual_dir=$(DEMO_DIR)/manual --data_dir=$(DEMO_DIR)/data \
+	$(AIRFLOW_ENV) airflow db migrate > $(DEMO_DIR)/airflow-db-migrate.log
+	$(AIRFLOW_ENV) airflow dags test imagenet2012 --conf '$(DEMO_CONF)' > $(DEMO_DIR)/dag-test.log 2>&1 \
+		|| (tail -50 $(DEMO_DIR)/dag-test.log; exit 1)
+	grep -E "DAG TEST\] end task|Dag run in" $(DEMO_DIR)/dag-test.log | sed 's/ *\[airflow.*//'
+	$(PY) -m imagenet_beam verify $(DEMO_DIR)/data/imagenet2012/5.1.0
+
+# Without Airflow: the conversion CLI alone on the same kind of input.
+demo-cli: $(STAMP)
+	rm -rf $(DEMO_DIR)-cli
+	$(PY) -m imagenet_beam generate --manual_dir=$(DEMO_DIR)-cli/manual --awkward --test_archives=patched
+	$(PY) -m imagenet_beam convert --manual_dir=$(DEMO_DIR)-cli/manual --data_dir=$(DEMO_DIR)-cli/data \
 		--splits=train,validation,test --file_format=tfrecord --runner=DirectRunner \
 		--direct_running_mode=multi_processing --direct_num_workers=2
-	$(PY) -m imagenet_beam verify $(DEMO_DIR)/data/imagenet2012/5.1.0
+	$(PY) -m imagenet_beam verify $(DEMO_DIR)-cli/data/imagenet2012/5.1.0
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -31,4 +49,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check beam tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR)
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-cli

@@ -562,17 +562,16 @@ def test_dockerfile_installs_requirements_and_the_beam_package():
     assert re.search(r"^ENV IMAGENET_BEAM_SETUP_FILE=/opt/airflow/beam/setup\.py$", text, re.M)
 
 
-def test_dockerfile_adds_pinned_postgres_drivers_requirements_txt_lacks():
+def test_the_postgres_drivers_are_pinned_in_requirements_txt():
     """The compose DB URL needs psycopg2 (sync) and asyncpg (the async engine Airflow 3
-    derives from the same URL); requirements.txt is for the SQLite setup and has neither."""
-    pins = dict(re.findall(r"\b(psycopg2-binary|asyncpg)==(\S+)", dockerfile()))
-    assert set(pins) == {"psycopg2-binary", "asyncpg"}
+    derives from the same URL); both come from the one pinned environment."""
     pinned = {
         line.split("==")[0].lower()
         for line in REQUIREMENTS.read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    assert not set(pins) & pinned, "pinned in requirements.txt already: drop them from the image"
+    assert {"psycopg2-binary", "asyncpg"} <= pinned
+    assert "import imagenet_beam, airflow, psycopg2, asyncpg" in dockerfile()
 
 
 # --- Docker Compose itself, where it is installed ----------------------------------------

@@ -96,7 +96,7 @@ def publish_main(argv: Sequence[str]) -> int:
 
 
 def verify_main(argv: Sequence[str]) -> int:
-    from imagenet_beam import verify
+    from imagenet_beam import metadata, verify
 
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0", file=sys.stderr)
@@ -107,10 +107,20 @@ def verify_main(argv: Sequence[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"verified {summary['version_dir']}: every shard matches lineage.json, TFDS loads it")
-    for split, facts in summary["splits"].items():
+    for split, facts in sorted(summary["splits"].items(), key=lambda kv: dataset.SPLITS.index(kv[0])):
         print(f"  {split}: {facts['num_examples']} examples, {facts['num_shards']} shard(s), "
               f"first image {facts.get('first_image_shape')}")
     print(f"  fixed images: {summary['fixed_images']}, skipped: {summary['skipped_images']}")
+    lineage = metadata.read_lineage(argv[0])
+    for split, source in sorted(lineage["inputs"].items()):
+        print(f"  input {split}: {source['path']} ({source['size']:,} bytes)")
+    for archive in lineage.get("archives", []):
+        print(f"  archive {archive['name']}: sha256 {archive['sha256']}")
+    if lineage.get("test_patch"):
+        replaced = lineage["test_patch"]["replaced"]
+        print(f"  test patch: {len(replaced)} image(s) replaced: {', '.join(replaced)}")
+    if lineage.get("airflow"):
+        print(f"  Airflow run: {lineage['airflow']['dag_id']} {lineage['airflow']['run_id']}")
     return 0
 
 
