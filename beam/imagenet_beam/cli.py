@@ -107,7 +107,8 @@ def verify_main(argv: Sequence[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"verified {summary['version_dir']}: every shard matches lineage.json, TFDS loads it")
-    for split, facts in sorted(summary["splits"].items(), key=lambda kv: dataset.SPLITS.index(kv[0])):
+    by_split = sorted(summary["splits"].items(), key=lambda kv: dataset.SPLITS.index(kv[0]))
+    for split, facts in by_split:
         print(f"  {split}: {facts['num_examples']} examples, {facts['num_shards']} shard(s), "
               f"first image {facts.get('first_image_shape')}")
     print(f"  fixed images: {summary['fixed_images']}, skipped: {summary['skipped_images']}")
