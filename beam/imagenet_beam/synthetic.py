@@ -174,7 +174,7 @@ def _srgb_profile() -> bytes:
     return profile[:ICC_DATE_OFFSET] + ICC_FIXED_DATE + profile[end:]
 
 
-def _set_jpeg_dimensions(data: bytes, width: int, height: int) -> bytes:
+def set_jpeg_dimensions(data: bytes, width: int, height: int) -> bytes:
     """Rewrite the frame header's size, leaving a file whose header lies about its pixels."""
     pos = 2
     while pos + 4 <= len(data):
@@ -223,7 +223,7 @@ def image_bytes(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> b
     if kind == "not_an_image":
         return NOT_AN_IMAGE_TEXT
     if kind == "huge_dimensions":
-        return _set_jpeg_dimensions(_encode(im), HUGE_DIMENSION, HUGE_DIMENSION)
+        return set_jpeg_dimensions(_encode(im), HUGE_DIMENSION, HUGE_DIMENSION)
     if kind in (PLAIN, "tiny", "large"):
         return _encode(im)
     raise ValueError(f"unknown image kind {kind!r}")

@@ -176,7 +176,8 @@ def test_max_pixels_can_be_raised_above_pillows_warning_limit() -> None:
     assert claimed > images.MAX_PIXELS_CEILING  # still refused: Pillow will not open it
     with pytest.raises(CorruptImageError, match="dimensions"):
         prepare_image(data, max_pixels=images.MAX_PIXELS_CEILING)
-    big = make("plain", seed=2, size=(10000, 9000))
+    # A small image whose header claims 10000x9000: only the header is looked at.
+    big = synthetic.set_jpeg_dimensions(make("plain", seed=2), 10000, 9000)
     assert 10000 * 9000 > images.DEFAULT_MAX_PIXELS
     with pytest.raises(CorruptImageError, match="dimensions"):
         prepare_image(big)
@@ -191,7 +192,7 @@ def test_max_pixels_also_applies_to_images_to_fix() -> None:
 
 
 def test_header_claiming_more_than_the_default_limit_raises() -> None:
-    lying = synthetic._set_jpeg_dimensions(make("plain"), 20000, 20000)  # 400 Mpx
+    lying = synthetic.set_jpeg_dimensions(make("plain"), 20000, 20000)  # 400 Mpx
     with pytest.raises(CorruptImageError, match="dimensions"):
         prepare_image(lying)
 
