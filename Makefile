@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): requirements.txt beam/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) --compile-bytecode -r requirements.txt
 	touch $(STAMP)
 
 # The DAG, as a user runs it locally: SQLite Airflow DB, DirectRunner, generated input.

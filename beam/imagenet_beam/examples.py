@@ -32,32 +32,46 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _prefix(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field whose payload is `length` bytes."""
+    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(length)
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
+    return _prefix(number, len(payload)) + payload
 
 
-def _bytes_feature(value: bytes) -> bytes:
-    return _field(1, _field(1, value))  # Feature.bytes_list { value }
+def _bytes_entry_head(key: str, value_length: int) -> bytes:
+    """Everything of a `features` map entry {key: bytes_list {value}} before the value.
+
+    Lengths are computed, so a large value (the image) is copied once, not once per level.
+    """
+    bytes_list = _prefix(1, value_length)  # BytesList.value
+    feature = _prefix(1, len(bytes_list) + value_length)  # Feature.bytes_list
+    feature_length = len(feature) + len(bytes_list) + value_length
+    key_field = _field(1, key.encode("utf-8"))
+    value_field = _prefix(2, feature_length)
+    entry_length = len(key_field) + len(value_field) + feature_length
+    return _prefix(1, entry_length) + key_field + value_field + feature + bytes_list
 
 
-def _int64_feature(value: int) -> bytes:
-    return _field(3, _field(1, _varint(value)))  # Feature.int64_list { packed value }
-
-
-def _map_entry(key: str, feature: bytes) -> bytes:
+def _int64_entry(key: str, value: int) -> bytes:
+    feature = _field(3, _field(1, _varint(value)))  # Feature.int64_list { packed value }
     return _field(1, _field(1, key.encode("utf-8")) + _field(2, feature))
 
 
 def encode_example(image: bytes, label: int, file_name: str) -> bytes:
     """A serialized `tf.train.Example` with TFDS imagenet2012's features."""
-    features = b"".join(
-        (
-            _map_entry(FEATURE_FILE_NAME, _bytes_feature(file_name.encode("utf-8"))),
-            _map_entry(FEATURE_IMAGE, _bytes_feature(image)),
-            _map_entry(FEATURE_LABEL, _int64_feature(label)),
-        )
+    name = file_name.encode("utf-8")
+    parts = (
+        _bytes_entry_head(FEATURE_FILE_NAME, len(name)),
+        name,
+        _bytes_entry_head(FEATURE_IMAGE, len(image)),
+        image,
+        _int64_entry(FEATURE_LABEL, label),
     )
-    return _field(1, features)
+    features_length = sum(len(p) for p in parts)
+    return b"".join((_prefix(1, features_length), *parts))
 
 
 def _masked_crc(data: bytes) -> int:

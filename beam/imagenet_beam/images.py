@@ -24,6 +24,9 @@ PASS_THROUGH_MODES = ("RGB", "L")
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 _SOS = 0xDA
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+_PLAIN_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
+_PASS_THROUGH_COMPONENTS = (1, 3)  # Pillow's "L" and "RGB"
 
 
 class CorruptImageError(ValueError):
@@ -62,8 +65,24 @@ def _decode_fully(image: Image.Image) -> None:
         raise CorruptImageError(f"does not decode ({type(e).__name__}: {e})") from None
 
 
-def _jpeg_scan_start(data: bytes) -> int | None:
-    """Offset of the first start-of-scan marker, or None if the header is not as expected."""
+@dataclasses.dataclass(frozen=True)
+class JpegHeader:
+    width: int
+    height: int
+    components: int  # 1 grayscale, 3 YCbCr/RGB, 4 CMYK/YCCK
+    plain: bool  # 8-bit baseline/extended/progressive Huffman: what every decoder reads
+    scan: int  # offset of the first start-of-scan marker
+
+
+def read_jpeg_header(data: bytes) -> JpegHeader | None:
+    """The frame header of a JPEG, by walking its markers up to the first scan.
+
+    About a microsecond, against ~90 µs for Pillow's open; None when the bytes are not a
+    JPEG this walk understands (Pillow then decides).
+    """
+    if not data.startswith(_SOI):
+        return None
+    frame = None
     pos = len(_SOI)
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -73,22 +92,32 @@ def _jpeg_scan_start(data: bytes) -> int | None:
             pos += 1
             continue
         if marker == _SOS:
-            return pos
+            if frame is None:
+                return None
+            return JpegHeader(*frame, scan=pos)
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
             pos += 2
             continue
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS and pos + 10 <= len(data):
+            precision = data[pos + 4]
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            components = data[pos + 9]
+            plain = marker in _PLAIN_SOF_MARKERS and precision == 8
+            frame = (width, height, components, plain)
+        pos += 2 + length
     return None
 
 
-def _looks_complete(data: bytes) -> bool:
+def _looks_complete(data: bytes, header: JpegHeader | None) -> bool:
     """A JPEG whose entropy-coded data ends with an end-of-image marker.
 
     0xFF inside scan data is always byte-stuffed, so FFD9 after the first scan marker can
-    only be the real end (a thumbnail's EOI lives in APP1, before the scan).
+    only be the real end (a thumbnail's EOI lives in APP1, before the scan). Searching
+    from the end finds it at once, or just before any bytes appended after it.
     """
-    scan = _jpeg_scan_start(data)
-    return scan is not None and data.find(_EOI, scan) != -1
+    return header is not None and data.rfind(_EOI) > header.scan
 
 
 def _reencode_rgb_jpeg(image: Image.Image) -> bytes:
@@ -96,6 +125,13 @@ def _reencode_rgb_jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.convert("RGB").save(out, format="JPEG", quality=REENCODE_QUALITY)
     return out.getvalue()
+
+
+def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        raise CorruptImageError(
+            f"claims absurd dimensions {width}x{height} (limit {max_pixels} pixels)"
+        )
 
 
 def prepare_image(
@@ -106,14 +142,20 @@ def prepare_image(
     validate: decode every image fully (about a millisecond each) instead of only
     reading headers and checking that JPEG data is not cut short.
     """
+    header = read_jpeg_header(data)
+    if (
+        not validate
+        and header is not None
+        and header.plain
+        and header.components in _PASS_THROUGH_COMPONENTS
+        and _looks_complete(data, header)
+    ):
+        _check_dimensions(header.width, header.height, max_pixels)
+        return PreparedImage(data, None)  # the common case, decided without Pillow
     image = _open(data)
-    width, height = image.size
-    if width <= 0 or height <= 0 or width * height > max_pixels:
-        raise CorruptImageError(
-            f"claims absurd dimensions {width}x{height} (limit {max_pixels} pixels)"
-        )
+    _check_dimensions(*image.size, max_pixels)
     if image.format == "JPEG" and image.mode in PASS_THROUGH_MODES:
-        if validate or not _looks_complete(data):
+        if validate or not _looks_complete(data, header):
             _decode_fully(image)
         return PreparedImage(data, None)
     fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"

@@ -220,3 +220,16 @@ def test_validate_catches_what_only_a_full_decode_finds() -> None:
     # ... and decoding it, as --validate does, shows it is broken.
     with pytest.raises(CorruptImageError, match="does not decode"):
         prepare_image(data, validate=True)
+
+
+@pytest.mark.parametrize("kind", ("plain", *synthetic.AWKWARD_KINDS, "truncated"))
+def test_the_fast_jpeg_header_agrees_with_pillow(kind: str) -> None:
+    data = make(kind, seed=11)
+    header = images.read_jpeg_header(data)
+    opened = Image.open(io.BytesIO(data))
+    if opened.format != "JPEG":
+        assert header is None
+        return
+    assert (header.width, header.height) == opened.size
+    assert header.components == {"L": 1, "RGB": 3, "CMYK": 4}[opened.mode]
+    assert header.plain

@@ -1,0 +1,160 @@
+"""A large ImageNet-shaped manual dir with realistic JPEGs, written as a stream.
+
+The test generator (`imagenet_beam.synthetic`) builds small tars in memory; a benchmark
+needs gigabytes. Sizes follow ImageNet's: ~110 KB and ~470×390 on average, with a few very
+large and very small images. A pool of distinct JPEGs is encoded once and reused under
+many names: throughput depends on bytes and member counts, not on pixels being unique.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from imagenet_beam import dataset
+
+POOL_SIZE = 240
+LARGE_EVERY = 100  # one image in a hundred is large (2000–3000 px)...
+SMALL_EVERY = 97  # ...and about one in a hundred is small (under 100 px)
+JPEG_QUALITY = 90
+NOISE_SIGMA = 22.0  # tuned so the mean JPEG is ~110 KB at ~470×390
+SPLIT_SHARE = {"train": 0.8, "validation": 0.1, "test": 0.1}
+IMAGES_PER_CLASS = 200
+TAR_MTIME = 1338508800  # 2012-06-01, fixed so that the same arguments give the same bytes
+
+
+@dataclasses.dataclass
+class RealisticInput:
+    manual_dir: str
+    counts: dict[str, int]
+    total_bytes: int
+    mean_width: float
+    mean_height: float
+
+    @property
+    def num_images(self) -> int:
+        return sum(self.counts.values())
+
+
+def _dimensions(index: int, rng: np.random.Generator) -> tuple[int, int]:
+    if index % LARGE_EVERY == LARGE_EVERY - 1:
+        return int(rng.integers(2000, 3000)), int(rng.integers(1500, 2200))
+    if index % SMALL_EVERY == SMALL_EVERY - 1:
+        return int(rng.integers(40, 100)), int(rng.integers(30, 90))
+    width = int(np.clip(rng.normal(480, 70), 200, 800))
+    height = int(np.clip(width * rng.uniform(0.7, 0.9), 150, 700))
+    return width, height
+
+
+def _pool_image(index: int, seed: int) -> bytes:
+    rng = np.random.default_rng([seed, index])
+    width, height = _dimensions(index, rng)
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    img = rng.uniform(40, 215, 3) + rng.uniform(-90, 90, 3) * x + rng.uniform(-90, 90, 3) * y
+    for _ in range(6):  # some edges, as photos have
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+        img[((x[..., 0] - cx) ** 2 + (y[..., 0] - cy) ** 2) < r * r] = rng.uniform(0, 255, 3)
+    img = img + rng.normal(0, NOISE_SIGMA, img.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
+        out, "JPEG", quality=JPEG_QUALITY
+    )
+    return out.getvalue()
+
+
+def image_pool(seed: int = 0, workers: int | None = None) -> list[bytes]:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        return list(pool.map(_pool_image, range(POOL_SIZE), [seed] * POOL_SIZE, chunksize=8))
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, TAR_MTIME, 0o644
+    return info
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+def _split_counts(num_images: int) -> dict[str, int]:
+    train = int(num_images * SPLIT_SHARE["train"])
+    validation = int(num_images * SPLIT_SHARE["validation"])
+    return {"train": train, "validation": validation, "test": num_images - train - validation}
+
+
+def generate(manual_dir: str, num_images: int, seed: int = 0) -> RealisticInput:
+    """Writes the train, validation and (patched) test tars; reuses an identical earlier run."""
+    marker = os.path.join(manual_dir, "realistic_input.json")
+    wanted = {"num_images": num_images, "seed": seed, "pool": POOL_SIZE, "noise": NOISE_SIGMA}
+    if os.path.exists(marker):
+        with open(marker) as f:
+            done = json.load(f)
+        if done["wanted"] == wanted:
+            return RealisticInput(manual_dir, **done["facts"])
+    os.makedirs(manual_dir, exist_ok=True)
+    pool = image_pool(seed)
+    counts = _split_counts(num_images)
+    sizes = [Image.open(io.BytesIO(p)).size for p in pool]
+    used: list[int] = []
+
+    def next_image() -> bytes:
+        index = (len(used) * 7919) % POOL_SIZE  # a fixed stride through the pool
+        used.append(index)
+        return pool[index]
+
+    classes = dataset.class_names()
+    num_classes = max(1, min(len(classes), round(counts["train"] / IMAGES_PER_CLASS)))
+    with tarfile.open(os.path.join(manual_dir, dataset.TRAIN_ARCHIVE), "w") as outer:
+        per_class = [counts["train"] // num_classes] * num_classes
+        for i in range(counts["train"] - sum(per_class)):
+            per_class[i] += 1
+        for wnid, count in zip(classes[:num_classes], per_class, strict=True):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for n in range(count):
+                    _add(tar, f"{wnid}_{n + 1}.JPEG", next_image())
+            _add(outer, f"{wnid}.tar", inner.getvalue())
+    with tarfile.open(os.path.join(manual_dir, dataset.VALIDATION_ARCHIVE), "w") as tar:
+        for n in range(counts["validation"]):
+            _add(tar, f"ILSVRC2012_val_{n + 1:08d}.JPEG", next_image())
+    for archive in (dataset.TEST_ARCHIVE_2012,):
+        with tarfile.open(os.path.join(manual_dir, archive), "w") as tar:
+            for n in range(counts["test"]):
+                _add(tar, f"ILSVRC2012_test_{n + 1:08d}.JPEG", next_image())
+
+    facts = {
+        "counts": counts,
+        "total_bytes": sum(len(pool[i]) for i in used),
+        "mean_width": float(np.mean([sizes[i][0] for i in used])),
+        "mean_height": float(np.mean([sizes[i][1] for i in used])),
+    }
+    with open(marker, "w") as f:
+        json.dump({"wanted": wanted, "facts": facts}, f)
+    return RealisticInput(manual_dir, **facts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manual_dir", required=True)
+    parser.add_argument("--num_images", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    made = generate(args.manual_dir, args.num_images, args.seed)
+    print(
+        f"{made.num_images} images {made.counts}, {made.total_bytes / made.num_images / 1e3:.0f} KB "
+        f"and {made.mean_width:.0f}x{made.mean_height:.0f} on average, in {made.manual_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()
