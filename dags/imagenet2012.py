@@ -113,6 +113,15 @@ params = {
         description="Decode every image fully (about 1 ms each) instead of checking headers.",
         section=CONVERSION,
     ),
+    "resize": Param(
+        None,
+        type=["null", "string"],
+        pattern="^(shorter|max):[1-9][0-9]*$",
+        title="Resize",
+        description="Empty: keep every image's bytes (as TFDS). shorter:N or max:N: re-encode "
+        "every image scaled down so that its shorter (or longer) side is at most N pixels.",
+        section=CONVERSION,
+    ),
     "runner": Param(
         "DirectRunner",
         type="string",

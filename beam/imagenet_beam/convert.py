@@ -67,7 +67,11 @@ def resolve_inputs(
 
 def _with_runner_defaults(argv: Sequence[str]) -> PipelineOptions:
     """Options with the runner named explicitly (recent Beam may otherwise pick one that
-    downloads), and the DirectRunner on every core unless told otherwise."""
+    downloads), and the DirectRunner on every core unless told otherwise.
+
+    Threads, not processes, by default: the heavy work (reading, hashing, CRCs, writing,
+    JPEG decoding) runs in C with the GIL released, and threads start no interpreters.
+    """
     options = PipelineOptions(argv)
     standard = options.view_as(StandardOptions)
     if not standard.runner:
@@ -75,7 +79,7 @@ def _with_runner_defaults(argv: Sequence[str]) -> PipelineOptions:
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     if standard.runner in ("DirectRunner", "direct") and "--direct_running_mode" not in given:
         direct = options.view_as(DirectOptions)
-        direct.direct_running_mode = "multi_processing"
+        direct.direct_running_mode = "multi_threading"
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = os.cpu_count() or 1
     return options
@@ -156,6 +160,10 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         raise ConvertError(
             f"--max_pixels={opts.max_pixels}: give a number from 1 to {images.MAX_PIXELS_CEILING}"
         )
+    try:
+        images.Resize.parse(opts.resize)
+    except ValueError as e:
+        raise ConvertError(f"--{e}") from None
     splits = parse_splits(opts.splits)
     inputs = resolve_inputs(opts.manual_dir, splits, opts.test_archive)
 
@@ -176,6 +184,7 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         "num_shards": opts.num_shards,
         "on_corrupt": opts.on_corrupt,
         "validate": opts.validate,
+        "resize": opts.resize,
         "max_pixels": opts.max_pixels,
         "runner": options.view_as(StandardOptions).runner,
     }
@@ -191,6 +200,7 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         file_format=opts.file_format,
         on_corrupt=opts.on_corrupt,
         validate=opts.validate,
+        resize=opts.resize,
         max_pixels=opts.max_pixels,
     )
     log.info("converting %s from %s into %s", splits, opts.manual_dir, staging)

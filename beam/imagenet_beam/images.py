@@ -19,6 +19,7 @@ from PIL import Image
 DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
 MAX_PIXELS_CEILING = 2 * DEFAULT_MAX_PIXELS
 REENCODE_QUALITY = 100
+RESIZE_QUALITY = 90
 PASS_THROUGH_MODES = ("RGB", "L")
 
 _SOI = b"\xff\xd8"
@@ -58,7 +59,16 @@ def _open(data: bytes) -> Image.Image:
         raise CorruptImageError(f"is not an image Pillow can read ({reason})") from None
 
 
-def _decode_fully(image: Image.Image) -> None:
+def _decode_fully(image: Image.Image, *, pixels_needed: bool = True) -> None:
+    """Decodes all of the image's compressed data; CorruptImageError if it cannot.
+
+    pixels_needed=False (validation): a JPEG is decoded with libjpeg's DCT scaling at 1/8
+    size. Every bit of its entropy-coded data is still decoded — which is where all decode
+    errors come from — but the inverse DCT and colour conversion, which cannot fail, work
+    on an eighth of the pixels.
+    """
+    if not pixels_needed and image.format == "JPEG":
+        image.draft(image.mode, (1, 1))
     try:
         image.load()
     except Exception as e:
@@ -120,10 +130,50 @@ def _looks_complete(data: bytes, header: JpegHeader | None) -> bool:
     return header is not None and data.rfind(_EOI) > header.scan
 
 
-def _reencode_rgb_jpeg(image: Image.Image) -> bytes:
+def _reencode_rgb_jpeg(image: Image.Image, quality: int = REENCODE_QUALITY) -> bytes:
     _decode_fully(image)
     out = io.BytesIO()
-    image.convert("RGB").save(out, format="JPEG", quality=REENCODE_QUALITY)
+    image.convert("RGB").save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize:
+    """Scale images down so that their shorter (or longer) side is at most `size` pixels."""
+
+    side: str  # "shorter" or "max"
+    size: int
+
+    @classmethod
+    def parse(cls, text: str | None) -> Resize | None:
+        if not text:
+            return None
+        side, _, size = text.partition(":")
+        if side not in ("shorter", "max") or not size.isdigit() or int(size) < 1:
+            raise ValueError(
+                f"resize {text!r}: give shorter:N (shorter side N pixels, e.g. shorter:256) "
+                "or max:N (longer side N pixels)"
+            )
+        return cls(side, int(size))
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        side = min(width, height) if self.side == "shorter" else max(width, height)
+        if side <= self.size:
+            return width, height  # never enlarged
+        scale = self.size / side
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _resized_jpeg(image: Image.Image, resize: Resize) -> bytes:
+    size = resize.target(*image.size)
+    if image.format == "JPEG":
+        image.draft("RGB", size)  # let libjpeg scale down while decoding where it can
+    _decode_fully(image)
+    image = image.convert("RGB")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=RESIZE_QUALITY)
     return out.getvalue()
 
 
@@ -135,14 +185,26 @@ def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
 
 
 def prepare_image(
-    data: bytes, *, validate: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    validate: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize: Resize | None = None,
 ) -> PreparedImage:
     """The bytes to store for one member, or CorruptImageError saying what is wrong.
 
-    validate: decode every image fully (about a millisecond each) instead of only
-    reading headers and checking that JPEG data is not cut short.
+    validate: decode all of every image's compressed data (about a millisecond each)
+    instead of only reading headers and checking that JPEG data is not cut short.
+    resize: decode, scale down and re-encode every image (RGB JPEG, quality 90).
     """
     header = read_jpeg_header(data)
+    if resize is not None:
+        image = _open(data)
+        _check_dimensions(*image.size, max_pixels)
+        fix = None
+        if not (image.format == "JPEG" and image.mode in PASS_THROUGH_MODES):
+            fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"
+        return PreparedImage(_resized_jpeg(image, resize), fix)
     if (
         not validate
         and header is not None
@@ -156,7 +218,7 @@ def prepare_image(
     _check_dimensions(*image.size, max_pixels)
     if image.format == "JPEG" and image.mode in PASS_THROUGH_MODES:
         if validate or not _looks_complete(data, header):
-            _decode_fully(image)
+            _decode_fully(image, pixels_needed=False)
         return PreparedImage(data, None)
     fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"
     return PreparedImage(_reencode_rgb_jpeg(image), fix)

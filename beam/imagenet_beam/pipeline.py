@@ -65,6 +65,13 @@ class ConvertOptions(PipelineOptions):
             help="Decode every image fully (about 1 ms each) instead of checking headers.",
         )
         parser.add_argument(
+            "--resize",
+            default=None,
+            help="Re-encode every image scaled down: shorter:N (shorter side at most N "
+            "pixels, e.g. shorter:256) or max:N (longer side at most N). Default: keep the "
+            "original bytes, as TFDS does.",
+        )
+        parser.add_argument(
             "--max_pixels",
             type=int,
             default=images.DEFAULT_MAX_PIXELS,

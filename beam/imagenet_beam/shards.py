@@ -33,6 +33,7 @@ class WriteSettings:
     file_format: str = TFRECORD
     on_corrupt: str = ON_CORRUPT_FAIL
     validate: bool = False
+    resize: str | None = None  # images.Resize.parse syntax: shorter:N or max:N
     max_pixels: int = images.DEFAULT_MAX_PIXELS
 
 
@@ -72,12 +73,16 @@ def encode_shard(
         for ref, data in archives.read_members(archive, refs):
             contents[(ref.archive, ref.offset)] = data
 
+    resize = images.Resize.parse(settings.resize)
     records, fixed, skipped = [], [], []
     for ref in spec.members:
         data = contents.pop((ref.archive, ref.offset))
         try:
             prepared = images.prepare_image(
-                data, validate=settings.validate, max_pixels=settings.max_pixels
+                data,
+                validate=settings.validate,
+                max_pixels=settings.max_pixels,
+                resize=resize,
             )
         except images.CorruptImageError as e:
             if settings.on_corrupt == ON_CORRUPT_SKIP:

@@ -105,6 +105,7 @@ SETTINGS_THAT_CHANGE_OUTPUT = (
     "num_shards",
     "on_corrupt",
     "validate_images",
+    "resize",
     "test_patch",
 )
 
@@ -159,6 +160,7 @@ def conversion_jobs(
             "num_shards": params.get("num_shards"),
             "on_corrupt": params["on_corrupt"],
             "validate": bool(params.get("validate_images")),
+            "resize": params.get("resize") or None,
             "stage_only": True,
             "staging_dir": staging_dir,
         }
@@ -166,8 +168,8 @@ def conversion_jobs(
             options["test_archive"] = merged["output"]
         if params["runner"] == "DirectRunner":
             workers = int(params["num_workers"])
-            # One worker: run in the task's own process rather than start another.
-            options["direct_running_mode"] = "multi_processing" if workers > 1 else "in_memory"
+            # Threads: the heavy work runs in C with the GIL released (see imagenet_beam).
+            options["direct_running_mode"] = "multi_threading" if workers > 1 else "in_memory"
             options["direct_num_workers"] = workers
         else:
             options.update(dataflow_options(params))

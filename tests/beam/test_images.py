@@ -233,3 +233,30 @@ def test_the_fast_jpeg_header_agrees_with_pillow(kind: str) -> None:
     assert (header.width, header.height) == opened.size
     assert header.components == {"L": 1, "RGB": 3, "CMYK": 4}[opened.mode]
     assert header.plain
+
+
+@pytest.mark.parametrize(
+    ("spec", "side", "limit"),
+    [("shorter:24", min, 24), ("max:32", max, 32), ("shorter:100", min, None)],
+)
+def test_resize_reencodes_every_image_scaled_down(spec, side, limit) -> None:
+    resize = images.Resize.parse(spec)
+    for kind in ("plain", "grayscale", "png_other_name", "cmyk_other_name"):
+        data = make(kind, seed=3)
+        original = decoded(data)
+        prepared = prepare_image(data, resize=resize)
+        out = decoded(prepared.data)
+        assert (out.format, out.mode) == ("JPEG", "RGB"), kind
+        if limit is None:
+            assert out.size == original.size  # never enlarged
+        else:
+            assert side(out.size) == limit, (kind, original.size, out.size)
+            ratio = original.size[0] / original.size[1]
+            assert abs(out.size[0] / out.size[1] - ratio) < 0.1
+        assert (prepared.fix is None) == (kind in ("plain", "grayscale")), kind
+
+
+@pytest.mark.parametrize("spec", ["256", "shorter:", "min:256", "shorter:0", "max:-3"])
+def test_a_bad_resize_says_how_to_write_it(spec) -> None:
+    with pytest.raises(ValueError, match="shorter:N"):
+        images.Resize.parse(spec)
