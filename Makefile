@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-cli test lint clean
+.PHONY: venv demo demo-cli test lint bench bench-scaling clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,16 @@ demo-cli: $(STAMP)
 		--splits=train,validation,test --file_format=tfrecord --runner=DirectRunner \
 		--direct_running_mode=multi_processing --direct_num_workers=2
 	$(PY) -m imagenet_beam verify $(DEMO_DIR)-cli/data/imagenet2012/5.1.0
+
+# Our conversion against TFDS's own builder on 20,000 realistic images (see README).
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -u -m benchmarks.run $(BENCH_ARGS)
+
+# How cost grows with input size: 10k and 40k images, CLI only.
+bench-scaling: $(STAMP)
+	$(PY) -u -m benchmarks.run --sizes=10000,40000 --variants=passthrough,validate --skip_dag \
+		--out=benchmarks/work/scaling.json
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -43,6 +43,13 @@ class RealisticInput:
     def num_images(self) -> int:
         return sum(self.counts.values())
 
+    def describe(self) -> str:
+        mean_kb = self.total_bytes / self.num_images / 1e3
+        return (
+            f"{self.num_images} generated images, {mean_kb:.0f} KB and "
+            f"{self.mean_width:.0f}x{self.mean_height:.0f} on average"
+        )
+
 
 def _dimensions(index: int, rng: np.random.Generator) -> tuple[int, int]:
     if index % LARGE_EVERY == LARGE_EVERY - 1:
@@ -150,10 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     made = generate(args.manual_dir, args.num_images, args.seed)
-    print(
-        f"{made.num_images} images {made.counts}, {made.total_bytes / made.num_images / 1e3:.0f} KB "
-        f"and {made.mean_width:.0f}x{made.mean_height:.0f} on average, in {made.manual_dir}"
-    )
+    print(f"{made.describe()} {made.counts} in {made.manual_dir}")
 
 
 if __name__ == "__main__":

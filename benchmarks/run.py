@@ -1,0 +1,221 @@
+"""Our conversion against TFDS's own `imagenet2012` builder, on the same input, in one run.
+
+    python -m benchmarks.run [--num_images 20000 | --manual_dir DIR] [--sizes 10000,40000]
+                             [--variants passthrough,validate,resize] [--skip_dag]
+
+For every input size it times, each in a fresh process: TFDS's builder (`tfds build`'s
+code path), our CLI in pass-through mode and in the requested variants, and once the
+whole Airflow DAG (`airflow dags test`). It prints wall time, images/s, MB/s and the peak
+resident memory of each whole process tree (Beam's workers included), the ratios to TFDS,
+and writes everything to a JSON file so runs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+
+import psutil
+
+from benchmarks import realistic_input
+from benchmarks.measure import Measured, run_measured
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+VARIANTS = {
+    "passthrough": [],
+    "validate": ["--validate"],
+    "resize": ["--resize=shorter:256"],
+}
+TFDS_BUILD = (
+    "import sys, tensorflow_datasets as tfds; "
+    "b = tfds.builder('imagenet2012', data_dir=sys.argv[2]); "
+    "b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=sys.argv[1]))"
+)
+
+
+@dataclasses.dataclass
+class Figure:
+    name: str
+    num_images: int
+    input_bytes: int
+    wall_s: float
+    peak_tree_rss_mib: float
+    peak_processes: int
+    images_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    ratio_to_tfds: float | None = None  # our images/s over TFDS's (> 1: faster than TFDS)
+
+    def __post_init__(self) -> None:
+        self.images_per_s = self.num_images / self.wall_s
+        self.mb_per_s = self.input_bytes / 1e6 / self.wall_s
+
+
+def _checked(name: str, measured: Measured) -> Measured:
+    if measured.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {measured.returncode}):\n{measured.output_tail}")
+    return measured
+
+
+def _env(**extra: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    env["PATH"] = os.path.dirname(PY) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _archives_bytes(manual_dir: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(manual_dir, name))
+        for name in os.listdir(manual_dir)
+        if name.endswith(".tar")
+    )
+
+
+def run_tfds(manual_dir: str, out: str) -> Measured:
+    shutil.rmtree(out, ignore_errors=True)
+    return _checked("TFDS builder", run_measured([PY, "-c", TFDS_BUILD, manual_dir, out], _env()))
+
+
+def run_ours(manual_dir: str, out: str, extra: list[str]) -> tuple[Measured, int]:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        PY, "-m", "imagenet_beam", "convert", f"--manual_dir={manual_dir}",
+        f"--data_dir={out}", "--runner=DirectRunner", *extra,
+    ]
+    measured = _checked("imagenet_beam convert", run_measured(cmd, _env(), cwd=ROOT))
+    with open(os.path.join(out, "imagenet2012", "5.1.0", "lineage.json")) as f:
+        lineage = json.load(f)
+    return measured, sum(s["num_examples"] for s in lineage["splits"].values())
+
+
+def run_dag(manual_dir: str, out: str, work_dir: str) -> Measured:
+    home = os.path.join(work_dir, "airflow-home")
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    env = _env(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    )
+    airflow = os.path.join(os.path.dirname(PY), "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    conf = {
+        "manual_dir": manual_dir,
+        "data_dir": out,
+        "splits": ["train", "validation", "test"],
+        "test_patch": None,  # the generated 2012 test tar stands for the patched one
+        "verify_checksums": False,
+        "wait_timeout_minutes": 1,
+        "num_workers": os.cpu_count() or 1,
+    }
+    cmd = [airflow, "dags", "test", "imagenet2012", "--conf", json.dumps(conf)]
+    measured = _checked("airflow dags test", run_measured(cmd, env))
+    if "DagRun Finished" not in measured.output_tail or "state=success" not in measured.output_tail:
+        raise SystemExit(f"the DAG run did not succeed:\n{measured.output_tail}")
+    return measured
+
+
+def _figure(name: str, measured: Measured, num_images: int, input_bytes: int) -> Figure:
+    return Figure(
+        name, num_images, input_bytes, measured.wall_s,
+        measured.peak_tree_rss_bytes / 2**20, measured.peak_processes,
+    )
+
+
+def bench_one(
+    manual_dir: str, work_dir: str, variants: list[str], with_dag: bool
+) -> list[Figure]:
+    input_bytes = _archives_bytes(manual_dir)
+    figures = []
+    tfds = run_tfds(manual_dir, os.path.join(work_dir, "out-tfds"))
+    ours, num_images = run_ours(manual_dir, os.path.join(work_dir, "out-ours"), [])
+    figures.append(_figure("tfds_builder", tfds, num_images, input_bytes))
+    figures.append(_figure("ours_cli", ours, num_images, input_bytes))
+    for variant in variants:
+        if variant == "passthrough":
+            continue
+        measured, _ = run_ours(manual_dir, os.path.join(work_dir, "out-ours"), VARIANTS[variant])
+        figures.append(_figure(f"ours_cli_{variant}", measured, num_images, input_bytes))
+    if with_dag:
+        dag = run_dag(manual_dir, os.path.join(work_dir, "out-dag"), work_dir)
+        figures.append(_figure("ours_dag", dag, num_images, input_bytes))
+    for figure in figures:
+        figure.ratio_to_tfds = tfds.wall_s / figure.wall_s
+    return figures
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "apache_beam": metadata.version("apache-beam"),
+        "tensorflow_datasets": metadata.version("tensorflow-datasets"),
+        "apache_airflow": metadata.version("apache-airflow"),
+    }
+
+
+def print_table(size_label: str, figures: list[Figure]) -> None:
+    print(f"\n{size_label}")
+    print(f"{'run':<22}{'wall s':>9}{'images/s':>10}{'MB/s':>8}{'peak MiB':>10}"
+          f"{'procs':>7}{'vs TFDS':>9}")
+    for f in figures:
+        print(f"{f.name:<22}{f.wall_s:>9.2f}{f.images_per_s:>10.0f}{f.mb_per_s:>8.0f}"
+              f"{f.peak_tree_rss_mib:>10.0f}{f.peak_processes:>7}{f.ratio_to_tfds:>8.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num_images", type=int, default=20000)
+    parser.add_argument("--sizes", default=None, help="Comma-separated image counts to run.")
+    parser.add_argument("--manual_dir", default=None, help="Benchmark on these archives.")
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work"))
+    parser.add_argument("--variants", default="passthrough,validate,resize")
+    parser.add_argument("--skip_dag", action="store_true")
+    parser.add_argument("--out", default=None, help="JSON file (default: WORK_DIR/results.json)")
+    args = parser.parse_args(argv)
+
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    os.makedirs(args.work_dir, exist_ok=True)
+    results = {"machine": machine(), "runs": []}
+    if args.manual_dir:
+        inputs = [(f"input {args.manual_dir}", args.manual_dir)]
+    else:
+        sizes = [int(s) for s in (args.sizes or str(args.num_images)).split(",")]
+        inputs = []
+        for size in sizes:
+            made = realistic_input.generate(
+                os.path.join(args.work_dir, f"input-{size}"), num_images=size
+            )
+            inputs.append((made.describe(), made.manual_dir))
+    for index, (label, manual_dir) in enumerate(inputs):
+        figures = bench_one(
+            manual_dir, args.work_dir, variants, with_dag=not args.skip_dag and index == 0
+        )
+        print_table(label, figures)
+        sys.stdout.flush()
+        results["runs"].append(
+            {"input": label, "manual_dir": manual_dir,
+             "figures": [dataclasses.asdict(f) for f in figures]}
+        )
+    out = args.out or os.path.join(args.work_dir, "results.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
