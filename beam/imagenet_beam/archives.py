@@ -83,6 +83,10 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
+def _signed_sum(data: bytes) -> int:
+    return sum(data) - 256 * sum(1 for b in data if b > 127)
+
+
 def _blocks(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
@@ -118,7 +122,9 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
             size = _number(header[124:136])
         except ValueError:
             raise broken(f"has no valid tar header at byte {pos:,}") from None
-        if stored != sum(header[:148]) + 8 * 0x20 + sum(header[156:]):
+        if stored != sum(header[:148]) + 8 * 0x20 + sum(header[156:]) and stored != (
+            _signed_sum(header[:148]) + 8 * 0x20 + _signed_sum(header[156:])  # old Sun tar
+        ):
             raise broken(f"has a damaged tar header at byte {pos:,} (checksum mismatch)")
         kind = header[156:157]
         data = pos + _BLOCK

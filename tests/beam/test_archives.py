@@ -401,3 +401,22 @@ def test_walk_tar_reads_headers_of_a_range(tmp_path) -> None:
     entries = list(archives.walk_tar(io.BytesIO(body), "in-memory tar"))
     assert entries == [TarEntry("a.JPEG", 512, 3), TarEntry("b.JPEG", 1536, 4)]
     assert [body[e.offset : e.offset + e.size] for e in entries] == [b"AAA", b"BBBB"]
+
+
+def test_headers_checksummed_over_signed_bytes_are_accepted_like_tarfile_does() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("n01440764_\u00e9.JPEG")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    data = bytearray(buf.getvalue())
+    header = data[:512]
+    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 0x20
+    data[148:156] = b"%06o\0 " % signed
+    assert tarfile.open(fileobj=io.BytesIO(bytes(data))).getnames() == ["n01440764_\u00e9.JPEG"]
+    assert list(archives.walk_tar(io.BytesIO(bytes(data)), "old tar")) == [
+        TarEntry("n01440764_\u00e9.JPEG", 512, 3)
+    ]
+    data[0] ^= 0x01  # any other damage is refused
+    with pytest.raises(ArchiveError, match="checksum"):
+        list(archives.walk_tar(io.BytesIO(bytes(data)), "damaged tar"))
