@@ -6,8 +6,9 @@ same flags as `python -m imagenet_beam convert`.
 
 import sys
 
-from imagenet_beam.cli import configure_logging, convert_main
+from imagenet_beam.cli import configure_logging, convert_main, limit_malloc_arenas
 
 if __name__ == "__main__":
     configure_logging()
+    limit_malloc_arenas()
     sys.exit(convert_main(sys.argv[1:]))

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from imagenet_beam import archives, examples, images, storage
 from imagenet_beam.plan import ShardSpec, shard_file_name
@@ -61,10 +61,23 @@ def _member_note(ref: archives.MemberRef, what: str) -> dict:
     return {"archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what}
 
 
+@dataclasses.dataclass
+class MemberNotes:
+    """The members of a shard that were fixed or skipped, filled in while encoding."""
+
+    fixed: list[dict] = dataclasses.field(default_factory=list)
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+
+
 def encode_shard(
-    spec: ShardSpec, settings: WriteSettings
-) -> tuple[list[bytes], list[dict], list[dict]]:
-    """The shard's serialized examples in key order, and the members fixed or skipped."""
+    spec: ShardSpec, settings: WriteSettings, notes: MemberNotes
+) -> Iterator[bytes]:
+    """The shard's serialized examples in key order, one at a time.
+
+    Members are read in offset order first (sequential reads), then encoded in key order;
+    each member's bytes are dropped as its record is yielded, so a shard is held in memory
+    about once, not twice.
+    """
     by_archive: dict[str, list[archives.MemberRef]] = {}
     for ref in spec.members:
         by_archive.setdefault(ref.archive, []).append(ref)
@@ -74,7 +87,6 @@ def encode_shard(
             contents[(ref.archive, ref.offset)] = data
 
     resize = images.Resize.parse(settings.resize)
-    records, fixed, skipped = [], [], []
     for ref in spec.members:
         data = contents.pop((ref.archive, ref.offset))
         try:
@@ -86,7 +98,7 @@ def encode_shard(
             )
         except images.CorruptImageError as e:
             if settings.on_corrupt == ON_CORRUPT_SKIP:
-                skipped.append(_member_note(ref, str(e)))
+                notes.skipped.append(_member_note(ref, str(e)))
                 continue
             raise CorruptMemberError(
                 f"{ERROR_PREFIX}{ref.split} image {ref.file_name!r} in {ref.archive} "
@@ -94,29 +106,35 @@ def encode_shard(
                 "--on_corrupt=skip to leave such images out (they are listed in lineage.json)."
             ) from None
         if prepared.fix:
-            fixed.append(_member_note(ref, prepared.fix))
-        records.append(examples.encode_example(prepared.data, ref.label, ref.file_name))
-    return records, fixed, skipped
+            notes.fixed.append(_member_note(ref, prepared.fix))
+        yield examples.encode_example(prepared.data, ref.label, ref.file_name)
 
 
-def _write_tfrecord(path: str, records: list[bytes]) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
+def _write_tfrecord(path: str, records: Iterable[bytes]) -> tuple[int, int, str]:
+    """(records, bytes, sha256) of the TFRecord file written."""
+    digest, size, count = hashlib.sha256(), 0, 0
     with storage.open_write(path) as f:
         for record in records:
             framed = examples.tfrecord_frame(record)
             digest.update(framed)
             size += len(framed)
+            count += 1
             f.write(framed)
-    return size, digest.hexdigest()
+    return count, size, digest.hexdigest()
 
 
-def _write_array_record_local(path: str, records: list[bytes]) -> None:
+def _write_array_record_local(path: str, records: Iterable[bytes]) -> int:
     from array_record.python.array_record_module import ArrayRecordWriter
 
     writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
-    for record in records:
-        writer.write(record)
-    writer.close()
+    count = 0
+    try:
+        for record in records:
+            writer.write(record)
+            count += 1
+    finally:
+        writer.close()
+    return count
 
 
 def _local_sha256(path: str) -> tuple[int, str]:
@@ -127,28 +145,28 @@ def _local_sha256(path: str) -> tuple[int, str]:
     return os.path.getsize(path), digest.hexdigest()
 
 
-def _write_array_record(path: str, records: list[bytes]) -> tuple[int, str]:
+def _write_array_record(path: str, records: Iterable[bytes]) -> tuple[int, int, str]:
     """ArrayRecord writes only local files: write one, then upload it when remote."""
     if not storage.is_remote(path):
-        _write_array_record_local(path, records)
-        return _local_sha256(path)
+        count = _write_array_record_local(path, records)
+        return (count, *_local_sha256(path))
     with storage.scratch_dir() as scratch:
         local = os.path.join(scratch, storage.basename(path))
-        _write_array_record_local(local, records)
-        result = _local_sha256(local)
+        count = _write_array_record_local(local, records)
+        result = (count, *_local_sha256(local))
         storage.upload_file(local, path)
         return result
 
 
 def write_shard(spec: ShardSpec, settings: WriteSettings) -> ShardResult:
-    records, fixed, skipped = encode_shard(spec, settings)
+    notes = MemberNotes()
     name = shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
     path = storage.join(settings.output_dir, name)
     writer = _write_tfrecord if settings.file_format == TFRECORD else _write_array_record
-    num_bytes, sha256 = writer(path, records)
+    count, num_bytes, sha256 = writer(path, encode_shard(spec, settings, notes))
     return ShardResult(
-        spec.split, spec.index, spec.num_shards, name, len(records), num_bytes, sha256,
-        fixed, skipped,
+        spec.split, spec.index, spec.num_shards, name, count, num_bytes, sha256,
+        notes.fixed, notes.skipped,
     )
 
 

@@ -26,12 +26,13 @@ def test_each_broken_kind_fails_or_is_skipped(kind, policy, tmp_path):
 
     if policy == shards.ON_CORRUPT_FAIL:
         with pytest.raises(shards.CorruptMemberError) as error:
-            shards.encode_shard(spec, settings)
+            list(shards.encode_shard(spec, settings, shards.MemberNotes()))
         message = str(error.value)
         assert bad.file_name in message and dataset.TRAIN_ARCHIVE in message
         assert "--on_corrupt=skip" in message
     else:
-        records, fixed, skipped = shards.encode_shard(spec, settings)
-        assert [s["file_name"] for s in skipped] == [bad.file_name]
-        assert skipped[0]["reason"]
+        notes = shards.MemberNotes()
+        records = list(shards.encode_shard(spec, settings, notes))
+        assert [s["file_name"] for s in notes.skipped] == [bad.file_name]
+        assert notes.skipped[0]["reason"]
         assert len(records) == len(refs) - 1
