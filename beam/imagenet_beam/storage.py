@@ -20,10 +20,33 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _READ_CHUNK = 8 << 20
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 
 def is_remote(path: str) -> bool:
     return "://" in path
+
+
+def use_gcs_emulator_if_set() -> bool:
+    """With `STORAGE_EMULATOR_HOST` set (a local GCS JSON API server), tell Beam there are
+    no credentials, as the server takes none.
+
+    Otherwise Beam's client first retries Google's credential lookup for ~30 s, then
+    connects anonymously anyway. Real buckets use Application Default Credentials, untouched.
+    """
+    if not os.environ.get(EMULATOR_ENV):
+        return False
+    from apache_beam.internal.gcp import auth
+
+    with auth._Credentials._credentials_lock:
+        auth._Credentials._credentials = None
+        auth._Credentials._credentials_init = True
+    return True
+
+
+def _remote_ready(*paths: str) -> None:
+    if any(is_remote(p) for p in paths):
+        use_gcs_emulator_if_set()
 
 
 def join(base: str, *parts: str) -> str:
@@ -37,23 +60,28 @@ def basename(path: str) -> str:
 
 
 def exists(path: str) -> bool:
+    _remote_ready(path)
     return FileSystems.exists(path)
 
 
 def size(path: str) -> int:
+    _remote_ready(path)
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
 def last_updated(path: str) -> float:
+    _remote_ready(path)
     return FileSystems.last_updated(path)
 
 
 def open_read(path: str) -> BinaryIO:
     """A seekable binary reader (GCS reads are ranged requests)."""
+    _remote_ready(path)
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def open_write(path: str) -> BinaryIO:
+    _remote_ready(path)
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -87,12 +115,14 @@ def list_files(directory: str) -> list[str]:
         for root, _, files in os.walk(directory):
             found.extend(os.path.join(root, f) for f in files)
         return sorted(found)
+    _remote_ready(directory)
     pattern = directory.rstrip("/") + "/**"
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def delete_files(paths: list[str]) -> None:
     if paths:
+        _remote_ready(*paths)
         FileSystems.delete(paths)
 
 
@@ -110,6 +140,7 @@ def rename_tree(source: str, destination: str) -> None:
     if not is_remote(source):
         os.rename(source, destination)
         return
+    _remote_ready(source, destination)
     sources = list_files(source)
     prefix = source.rstrip("/") + "/"
     targets = [join(destination, s[len(prefix):]) for s in sources]
@@ -124,6 +155,7 @@ def rename_file(source: str, destination: str) -> None:
     if not is_remote(source):
         os.replace(source, destination)
         return
+    _remote_ready(source, destination)
     FileSystems.rename([source], [destination])
 
 
