@@ -127,7 +127,8 @@ def gcs_server(tmp_path_factory):
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the GCS server did not start: {log_path.read_text()}")
+                problem = f"the GCS server did not start: {log_path.read_text()}"
+                raise RuntimeError(problem) from None
             time.sleep(0.2)
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url

@@ -114,14 +114,76 @@ def _warnings(results: list[shards.ShardResult]) -> list[str]:
     return notes
 
 
+def _existing_version(final: str) -> str | None:
+    """What is at the version directory: "published" (ours, complete), "foreign" (a
+    dataset_info.json without our lineage, e.g. TFDS's own build) or None (nothing, or what
+    a killed publication of ours left behind, which publishing replaces)."""
+    if metadata.is_published(final):
+        return "published"
+    if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not storage.exists(
+        storage.join(final, metadata.LINEAGE_FILE)
+    ):
+        return "foreign"
+    return None
+
+
+def _refuse_to_replace(final: str, overwrite: bool) -> None:
+    existing = _existing_version(final)
+    if existing and not overwrite:
+        made_by = "a finished conversion" if existing == "published" else "another tool"
+        raise ConvertError(f"{final} already exists ({made_by}); pass --overwrite to replace it")
+
+
+def _publication_order(paths: list[str]) -> list[list[str]]:
+    """Shards first, then TFDS's metadata (dataset_info.json last of it), then lineage.json:
+    a reader that looks for dataset_info.json never finds it before the shards."""
+    shards_, tfds_meta, info, lineage = [], [], [], []
+    for path in paths:
+        name = storage.basename(path)
+        if name == metadata.LINEAGE_FILE:
+            lineage.append(path)
+        elif name == metadata.DATASET_INFO_FILE:
+            info.append(path)
+        elif name.startswith(dataset.DATASET_NAME + "-"):
+            shards_.append(path)
+        else:
+            tfds_meta.append(path)
+    return [group for group in (shards_, tfds_meta, info, lineage) if group]
+
+
+def _unpublish(final: str) -> None:
+    """Removes a version: its marker first (readers ignore it from then on), then
+    dataset_info.json (TFDS no longer finds it), then the rest."""
+    for name in (metadata.COMPLETE_MARKER, metadata.DATASET_INFO_FILE):
+        path = storage.join(final, name)
+        if storage.exists(path):
+            storage.delete_files([path])
+    storage.delete_tree(final)
+
+
 def _swap_in(staging: str, final: str) -> None:
-    """Make the staged version visible in one step, replacing an older one."""
-    replaced = final + REPLACED_SUFFIX
-    if storage.exists(final):
+    """Makes the staged version visible, replacing an older one or a killed publication.
+
+    Local: the marker is written into staging, then one rename shows everything at once.
+    GCS has no rename: the files are moved under the final prefix in publication order and
+    the completion marker is written last.
+    """
+    marker = metadata.completion_record(staging)
+    if not storage.is_remote(final):
+        metadata.write_completion_marker(staging, marker)
+        replaced = final + REPLACED_SUFFIX
+        if storage.exists(final):
+            storage.delete_tree(replaced)
+            storage.rename_tree(final, replaced)
+        storage.rename_tree(staging, final)
         storage.delete_tree(replaced)
-        storage.rename_tree(final, replaced)
-    storage.rename_tree(staging, final)
-    storage.delete_tree(replaced)
+        return
+    _unpublish(final)
+    prefix = staging.rstrip("/") + "/"
+    for group in _publication_order(storage.list_files(staging)):
+        storage.rename_files(group, [storage.join(final, p[len(prefix):]) for p in group])
+    metadata.write_completion_marker(final, marker)
+    storage.delete_tree(staging)
 
 
 def _split_record_path(staging: str, split: str) -> str:
@@ -173,8 +235,7 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         for split in splits:
             _clear_split(staging, split)
     else:
-        if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not opts.overwrite:
-            raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
+        _refuse_to_replace(final, opts.overwrite)
         storage.delete_tree(staging)  # whatever a killed run left behind
     storage.makedirs(staging)
     storage.makedirs(storage.join(staging, WORK_DIR, SHARD_RESULTS))
@@ -244,8 +305,7 @@ def publish(
     options = {"splits": splits, **split_records[0]["options"]}
     results = list(shards.iter_results(storage.join(work, SHARD_RESULTS)))
     _check_results(results, splits)
-    if storage.exists(storage.join(final, metadata.DATASET_INFO_FILE)) and not overwrite:
-        raise ConvertError(f"{final} already exists; pass --overwrite to replace it")
+    _refuse_to_replace(final, overwrite)
 
     storage.delete_tree(work)
     metadata.write_tfds_metadata(staging, options["file_format"], results)

@@ -16,6 +16,9 @@ from imagenet_beam.shards import ShardResult
 
 LINEAGE_FILE = "lineage.json"
 DATASET_INFO_FILE = "dataset_info.json"
+# Written last when a version is published: a version directory without it is not (yet, or
+# no longer) a complete publication, and everything of ours that reads one ignores it.
+COMPLETE_MARKER = "_COMPLETE"
 LINEAGE_SCHEMA = 1
 
 
@@ -127,6 +130,37 @@ def producer() -> dict:
 def write_lineage(version_dir: str, record: Mapping) -> None:
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     storage.write_bytes(storage.join(version_dir, LINEAGE_FILE), text.encode("utf-8"))
+
+
+def completion_record(version_dir: str) -> dict:
+    """What the marker holds: every file of the version (but itself) with its size, and the
+    lineage's sha256, so a reader can tell the marker belongs to the files beside it."""
+    prefix = version_dir.rstrip("/") + "/"
+    files = {
+        path[len(prefix):]: storage.size(path)
+        for path in storage.list_files(version_dir)
+        if storage.basename(path) != COMPLETE_MARKER
+    }
+    return {
+        "dataset": dataset.DATASET_NAME,
+        "version": dataset.VERSION,
+        "lineage_sha256": storage.sha256_of(storage.join(version_dir, LINEAGE_FILE)),
+        "files": files,
+    }
+
+
+def write_completion_marker(version_dir: str, record: Mapping) -> None:
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    storage.write_bytes(storage.join(version_dir, COMPLETE_MARKER), text.encode("utf-8"))
+
+
+def is_published(version_dir: str) -> bool:
+    """True when the version's publication finished (its completion marker is there)."""
+    return storage.exists(storage.join(version_dir, COMPLETE_MARKER))
+
+
+def read_completion_marker(version_dir: str) -> dict:
+    return json.loads(storage.read_bytes(storage.join(version_dir, COMPLETE_MARKER)))
 
 
 def read_lineage(version_dir: str) -> dict:

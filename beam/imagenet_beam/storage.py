@@ -147,6 +147,19 @@ def rename_tree(source: str, destination: str) -> None:
     FileSystems.rename(sources, targets)
 
 
+def rename_files(sources: list[str], destinations: list[str]) -> None:
+    """Moves files one to one (GCS: copy then delete each)."""
+    if not sources:
+        return
+    if not is_remote(sources[0]):
+        for source, destination in zip(sources, destinations, strict=True):
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            os.replace(source, destination)
+        return
+    _remote_ready(*sources, *destinations)
+    FileSystems.rename(sources, destinations)
+
+
 def rename_file(source: str, destination: str) -> None:
     """Moves one file over `destination`. Local: atomic `os.replace`. GCS: copy then delete.
 

@@ -6,9 +6,13 @@ Used after every conversion (the demo, the DAG's validation) and by users:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import struct
 
-from imagenet_beam import metadata, shards, storage
+from imagenet_beam import dataset, metadata, shards, storage
 
 
 class VerificationError(ValueError):
@@ -43,34 +47,91 @@ def count_array_records(path: str) -> int:
             reader.close()
 
 
-def _decode_one_per_split(version_dir: str, file_format: str, splits: list[str]) -> dict:
+def _local_copy_for_decoding(version_dir: str, record: dict, scratch: str) -> str:
+    """A local directory TFDS can open in place of a remote version: its metadata files and
+    the first shard of every split (enough to decode each split's first example).
+
+    TensorFlow's own GCS client always talks to storage.googleapis.com; going through ours
+    keeps one way of reaching gs:// (and so works against a local GCS server too).
+    """
+    local = os.path.join(scratch, "version")
+    os.makedirs(local)
+    names = [
+        storage.basename(path)
+        for path in storage.list_files(version_dir)
+        if not storage.basename(path).startswith(dataset.DATASET_NAME + "-")
+    ]
+    names += [info["shards"][0]["file"] for info in record["splits"].values() if info["shards"]]
+    for name in names:
+        with storage.open_read(storage.join(version_dir, name)) as src, open(
+            os.path.join(local, name), "wb"
+        ) as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+    return local
+
+
+def _decode_one_per_split(version_dir: str, record: dict) -> dict:
     """Loads the version through TFDS and decodes the first image of every split."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(version_dir)
-    decoded = {}
-    for split in splits:
-        if file_format == shards.ARRAY_RECORD:
-            example = builder.as_data_source(split=split)[0]
-            shape = tuple(example["image"].shape)
-        else:
-            example = next(iter(builder.as_dataset(split=split).take(1)))
-            shape = tuple(example["image"].shape.as_list())
-        if len(shape) != 3 or shape[-1] != 3:
-            raise VerificationError(f"{split}: first image decodes to shape {shape}, not HxWx3")
-        decoded[split] = {
-            "num_examples": builder.info.splits[split].num_examples,
-            "first_image_shape": list(shape),
-        }
+    file_format = record["options"]["file_format"]
+    with storage.scratch_dir() as scratch:
+        if storage.is_remote(version_dir):
+            version_dir = _local_copy_for_decoding(version_dir, record, scratch)
+        builder = tfds.builder_from_directory(version_dir)
+        decoded = {}
+        for split in sorted(record["splits"]):
+            if file_format == shards.ARRAY_RECORD:
+                example = builder.as_data_source(split=f"{split}[:1]")[0]
+                shape = tuple(example["image"].shape)
+            else:
+                first = builder.as_dataset(split=f"{split}[:1]")
+                shape = tuple(next(iter(first))["image"].shape.as_list())
+            if len(shape) != 3 or shape[-1] != 3:
+                raise VerificationError(
+                    f"{split}: first image decodes to shape {shape}, not HxWx3"
+                )
+            decoded[split] = {
+                "num_examples": builder.info.splits[split].num_examples,
+                "first_image_shape": list(shape),
+            }
     return decoded
+
+
+def _published_lineage(version_dir: str) -> dict:
+    """lineage.json of a version whose publication finished, else a VerificationError."""
+    if not metadata.is_published(version_dir):
+        raise VerificationError(
+            f"{version_dir} has no {metadata.COMPLETE_MARKER} marker: its publication did not "
+            "finish (or it was not made by imagenet_beam). Run the conversion again; it "
+            "replaces what is there."
+        )
+    marker = metadata.read_completion_marker(version_dir)
+    text = storage.read_bytes(storage.join(version_dir, metadata.LINEAGE_FILE))
+    if hashlib.sha256(text).hexdigest() != marker["lineage_sha256"]:
+        raise VerificationError(
+            f"{version_dir}: {metadata.LINEAGE_FILE} is not the one its "
+            f"{metadata.COMPLETE_MARKER} marker was written for; convert again"
+        )
+    missing = [
+        name for name in sorted(marker["files"])
+        if not storage.exists(storage.join(version_dir, name))
+    ]
+    if missing:
+        raise VerificationError(
+            f"{version_dir} lacks files it was published with: {', '.join(missing[:10])}"
+            + (" …" if len(missing) > 10 else "") + "; convert again"
+        )
+    return json.loads(text)
 
 
 def verify_output(version_dir: str, decode: bool = True, checksums: bool = True) -> dict:
     """Checks every shard's size, sha256 and record count against lineage.json.
 
     checksums=False: sizes only (no read of the shards), for a quick up-to-date check.
+    A version without its completion marker (a publication that did not finish) fails.
     """
-    record = metadata.read_lineage(version_dir)
+    record = _published_lineage(version_dir)
     file_format = record["options"]["file_format"]
     counter = count_tfrecords if file_format == shards.TFRECORD else count_array_records
     problems, summary = [], {"version_dir": version_dir, "splits": {}}
@@ -104,7 +165,7 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
     if problems:
         raise VerificationError(f"{version_dir} does not match its lineage: " + "; ".join(problems))
     if decode:
-        loaded = _decode_one_per_split(version_dir, file_format, sorted(record["splits"]))
+        loaded = _decode_one_per_split(version_dir, record)
         for split, facts in loaded.items():
             if facts["num_examples"] != summary["splits"][split]["num_examples"]:
                 raise VerificationError(

@@ -132,7 +132,9 @@ def _published_and_intact(data_dir: str, wanted: str) -> str | None:
     from imagenet_beam import convert, metadata, storage, verify
 
     final, _ = convert.output_dirs(data_dir)
-    if not storage.exists(storage.join(final, metadata.LINEAGE_FILE)):
+    if not metadata.is_published(final):
+        if storage.list_files(final):
+            log.info("%s has no completion marker (an unfinished publication): converting", final)
         return None
     lineage = metadata.read_lineage(final)
     if lineage.get("fingerprint") != wanted:
