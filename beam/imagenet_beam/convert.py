@@ -193,17 +193,20 @@ def _split_record_path(staging: str, split: str) -> str:
 def _clear_split(staging: str, split: str) -> None:
     """Removes one split's staged files (a previous attempt's), leaving other splits alone."""
     shard_prefix = f"{dataset.DATASET_NAME}-{split}."
-    results = storage.join(staging, WORK_DIR, SHARD_RESULTS)
-    storage.delete_files(
-        [
-            path
-            for path in storage.list_files(staging)
-            if storage.basename(path).startswith(shard_prefix)
-            or storage.join(results, storage.basename(path)) == path
-            and storage.basename(path).startswith(f"{split}-")
-            or path == _split_record_path(staging, split)
-        ]
-    )
+    per_split_dirs = {
+        storage.join(staging, WORK_DIR, name)
+        for name in (SHARD_RESULTS, pipeline.INDEX_DIR, pipeline.PLAN_DIR)
+    }
+
+    def belongs_to_split(path: str) -> bool:
+        name = storage.basename(path)
+        if name.startswith(shard_prefix) or path == _split_record_path(staging, split):
+            return True
+        return name.startswith(f"{split}-") and any(
+            storage.join(d, name) == path for d in per_split_dirs
+        )
+
+    storage.delete_files([p for p in storage.list_files(staging) if belongs_to_split(p)])
 
 
 def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:

@@ -1,11 +1,16 @@
 """The Beam pipeline: index the archives → plan shards → write shards.
 
-Only small member descriptors pass through a shuffle; image bytes are read by the DoFn
-that writes their shard, so memory is bounded by one shard and any runner can spread
-shards over its workers.
+Only file paths pass through the shuffles: each index step writes its member descriptors
+to a file in the work directory, the plan step writes each shard's member list to a file,
+and the DoFn that writes a shard reads its list and then the image bytes by offset. So what
+a runner holds between steps grows with the number of archives and shards, not images, and
+memory is bounded by one shard per writer on any runner.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -98,18 +103,73 @@ class ConvertOptions(PipelineOptions):
         )
 
 
+INDEX_DIR = "index"  # in the work directory: one file of member descriptors per work item
+PLAN_DIR = "plan"  # one file per shard: its members in key order
+
+
+def _write_members(path: str, members) -> None:
+    """Member descriptors as compact JSON; `_read_members` gives back equal MemberRefs."""
+    by_archive: dict[str, list] = {}
+    for m in members:
+        by_archive.setdefault(m.archive, []).append([m.offset, m.size, m.file_name, m.label])
+    text = json.dumps(
+        {"split": members[0].split if members else None, "archives": by_archive},
+        separators=(",", ":"),
+    )
+    storage.write_bytes(path, text.encode("utf-8"))
+
+
+def _read_members(path: str) -> list[archives.MemberRef]:
+    record = json.loads(storage.read_bytes(path))
+    return [
+        archives.MemberRef(record["split"], archive, offset, size, file_name, label)
+        for archive, rows in record["archives"].items()
+        for offset, size, file_name, label in rows
+    ]
+
+
+def _read_ordered_members(path: str) -> tuple[archives.MemberRef, ...]:
+    """A shard's member list, in the key order it was planned in."""
+    record = json.loads(storage.read_bytes(path))
+    names = record["archives_in_order"]
+    return tuple(
+        archives.MemberRef(record["split"], names[a], offset, size, file_name, label)
+        for a, offset, size, file_name, label in record["members"]
+    )
+
+
+def _write_ordered_members(path: str, spec: plan.ShardSpec) -> None:
+    names = sorted({m.archive for m in spec.members})
+    number = {name: i for i, name in enumerate(names)}
+    text = json.dumps(
+        {
+            "split": spec.split,
+            "archives_in_order": names,
+            "members": [
+                [number[m.archive], m.offset, m.size, m.file_name, m.label]
+                for m in spec.members
+            ],
+        },
+        separators=(",", ":"),
+    )
+    storage.write_bytes(path, text.encode("utf-8"))
+
+
 def list_work_items(source: tuple[str, str]):
     """(split, archive) → one work item per archive, or per class tar for train."""
     split, archive = source
     if split == dataset.TRAIN:
         for inner in archives.list_inner_tars(archive):
-            yield split, archive, inner
+            yield split, archive, tuple(inner)
     else:
         yield split, archive, None
 
 
 class IndexMembersFn(beam.DoFn):
-    def __init__(self):
+    """One work item → its member descriptors in a file; yields (split, that file)."""
+
+    def __init__(self, work_dir: str):
+        self._work_dir = work_dir
         self.indexed = Metrics.counter("imagenet", "members_indexed")
 
     def process(self, item):
@@ -119,16 +179,21 @@ class IndexMembersFn(beam.DoFn):
         else:
             refs = archives.index_flat_archive(split, archive)
         self.indexed.inc(len(refs))
-        for ref in refs:
-            yield ref.split, ref
+        if not refs:
+            return
+        ident = hashlib.sha1(json.dumps([archive, inner]).encode("utf-8")).hexdigest()[:20]
+        path = storage.join(self._work_dir, INDEX_DIR, f"{split}-{ident}.json")
+        _write_members(path, refs)
+        yield split, path
 
 
 class IndexArchives(beam.PTransform):
-    """Header-only walk of the archives → (split, MemberRef) for every image."""
+    """Header-only walk of the archives → (split, index file) per work item."""
 
-    def __init__(self, sources: list[tuple[str, str]]):
+    def __init__(self, sources: list[tuple[str, str]], work_dir: str):
         super().__init__()
         self._sources = sources
+        self._work_dir = work_dir
 
     def expand(self, pbegin):
         return (
@@ -136,27 +201,36 @@ class IndexArchives(beam.PTransform):
             | "ListArchives" >> beam.Create(self._sources)
             | "ListWorkItems" >> beam.FlatMap(list_work_items)
             | "SpreadWorkItems" >> beam.Reshuffle()
-            | "IndexMembers" >> beam.ParDo(IndexMembersFn())
+            | "IndexMembers" >> beam.ParDo(IndexMembersFn(self._work_dir))
         )
 
 
-def _plan_group(group, num_shards):
-    split, members = group
-    return plan.plan_split(split, members, num_shards)
+def _plan_group(group, num_shards, work_dir):
+    """One split: read every index file, sort by TFDS key, cut, write each shard's list."""
+    split, index_files = group
+    members = [m for path in sorted(index_files) for m in _read_members(path)]
+    specs = plan.plan_split(split, members, num_shards)
+    del members
+    for spec in specs:
+        name = f"{split}-{spec.index:05d}-of-{spec.num_shards:05d}.json"
+        path = storage.join(work_dir, PLAN_DIR, name)
+        _write_ordered_members(path, spec)
+        yield (spec.split, spec.index, spec.num_shards, path)
 
 
 class PlanShards(beam.PTransform):
     """Per split: sort member descriptors by TFDS key and cut them into shards."""
 
-    def __init__(self, num_shards: int | None):
+    def __init__(self, num_shards: int | None, work_dir: str):
         super().__init__()
         self._num_shards = num_shards
+        self._work_dir = work_dir
 
-    def expand(self, refs):
+    def expand(self, index_files):
         return (
-            refs
+            index_files
             | "GroupBySplit" >> beam.GroupByKey()
-            | "CutIntoShards" >> beam.FlatMap(_plan_group, self._num_shards)
+            | "CutIntoShards" >> beam.FlatMap(_plan_group, self._num_shards, self._work_dir)
             | "SpreadShards" >> beam.Reshuffle()
         )
 
@@ -170,8 +244,11 @@ class WriteShardFn(beam.DoFn):
         self.skipped = Metrics.counter("imagenet", "images_skipped")
         self.bytes = Metrics.counter("imagenet", "bytes_written")
 
-    def process(self, spec):
+    def process(self, task):
+        split, index, num_shards, members_file = task
+        spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
         result = shards.write_shard(spec, self._settings)
+        del spec
         name = f"{result.split}-{result.index:05d}.json"
         storage.write_bytes(
             storage.join(self._results_dir, name), result.to_json().encode("utf-8")
@@ -180,7 +257,7 @@ class WriteShardFn(beam.DoFn):
         self.fixed.inc(len(result.fixed))
         self.skipped.inc(len(result.skipped))
         self.bytes.inc(result.num_bytes)
-        yield result
+        yield result.split, result.index, result.num_examples
 
 
 class WriteShards(beam.PTransform):
@@ -191,8 +268,8 @@ class WriteShards(beam.PTransform):
         self._settings = settings
         self._results_dir = results_dir
 
-    def expand(self, specs):
-        return specs | "WriteShard" >> beam.ParDo(WriteShardFn(self._settings, self._results_dir))
+    def expand(self, tasks):
+        return tasks | "WriteShard" >> beam.ParDo(WriteShardFn(self._settings, self._results_dir))
 
 
 def build_pipeline(
@@ -201,10 +278,12 @@ def build_pipeline(
     settings: shards.WriteSettings,
     num_shards: int | None,
     results_dir: str,
+    work_dir: str,
 ) -> None:
+    """work_dir: where the index and plan files go (removed with it when publishing)."""
     (
         pipeline
-        | "IndexArchives" >> IndexArchives(sources)
-        | "PlanShards" >> PlanShards(num_shards)
+        | "IndexArchives" >> IndexArchives(sources, work_dir)
+        | "PlanShards" >> PlanShards(num_shards, work_dir)
         | "WriteShards" >> WriteShards(settings, results_dir)
     )

@@ -1,0 +1,51 @@
+"""The files the pipeline passes between its steps instead of member descriptors."""
+
+from __future__ import annotations
+
+from imagenet_beam import pipeline, plan
+from imagenet_beam.archives import MemberRef
+
+
+def _refs(split: str, archive: str, n: int, label: int = 3, stem: str = "n0000") -> list[MemberRef]:
+    return [
+        MemberRef(split, archive, 512 * (i + 1), 1000 + i, f"{stem}_{i}.JPEG", label)
+        for i in range(n)
+    ]
+
+
+def test_index_files_give_back_the_same_descriptors(tmp_path):
+    refs = _refs("train", "/data/ILSVRC2012_img_train.tar", 5)
+    path = str(tmp_path / "train-x.json")
+    pipeline._write_members(path, refs)
+    assert pipeline._read_members(path) == refs
+
+
+def test_plan_files_keep_key_order_across_archives(tmp_path):
+    refs = _refs("test", "/a/test.tar", 4) + _refs("test", "/b/patch.tar", 3, label=-1, stem="p")
+    [spec] = plan.plan_split("test", refs, num_shards=1)
+    path = str(tmp_path / "test-00000-of-00001.json")
+    pipeline._write_ordered_members(path, spec)
+    assert pipeline._read_ordered_members(path) == spec.members
+    assert {m.archive for m in spec.members} == {"/a/test.tar", "/b/patch.tar"}
+
+
+def test_planning_a_split_writes_one_member_list_per_shard(tmp_path):
+    work = str(tmp_path)
+    index_files = []
+    for n, archive in enumerate(("/x/one.tar", "/x/two.tar")):
+        path = str(tmp_path / f"validation-{n}.json")
+        pipeline._write_members(
+            path,
+            [MemberRef("validation", archive, 512 * i, 10, f"v{n}_{i}.JPEG", i) for i in range(6)],
+        )
+        index_files.append(path)
+    tasks = list(pipeline._plan_group(("validation", index_files), 3, work))
+    assert [(s, i, k) for s, i, k, _ in tasks] == [("validation", i, 3) for i in range(3)]
+    written = [pipeline._read_ordered_members(path) for *_, path in tasks]
+    expected = plan.plan_split(
+        "validation",
+        [m for path in index_files for m in pipeline._read_members(path)],
+        3,
+    )
+    assert written == [spec.members for spec in expected]
+    assert sum(len(w) for w in written) == 12
