@@ -272,6 +272,7 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
         pipeline.build_pipeline(
             p, sorted(inputs.items()), settings, opts.num_shards,
             storage.join(staging, WORK_DIR, SHARD_RESULTS),
+            storage.join(staging, WORK_DIR),
         )
     results = list(shards.iter_results(storage.join(staging, WORK_DIR, SHARD_RESULTS)))
     _check_results(results, splits)
