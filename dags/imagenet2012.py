@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import Param, dag, task
 
+from imagenet_airflow import openlineage_events
 from imagenet_airflow.lineage import SPLITS_ALIAS
 from imagenet_airflow.sensors import DEFAULT_WAIT_MINUTES, ImageNetArchivesSensor
 from imagenet_airflow.tasks import BEAM_MAIN_MODULE
@@ -185,7 +186,7 @@ def imagenet2012():
         retries=0,
     )
 
-    @task
+    @openlineage_events.lineage_task(openlineage=openlineage_events.archives_read)
     def verify_archives(params=None) -> dict:
         from imagenet_airflow import tasks
 
@@ -215,8 +216,14 @@ def imagenet2012():
         run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}
         return tasks.publish(params, verified, merged, plan, run)
 
-    @task(trigger_rule="none_failed", outlets=[SPLITS_ALIAS])
-    def validate_and_record(published: dict, params=None, outlet_events=None) -> dict:
+    @openlineage_events.lineage_task(
+        openlineage=openlineage_events.archives_to_splits, trigger_rule="none_failed",
+        outlets=[SPLITS_ALIAS],
+    )
+    def validate_and_record(
+        published: dict, verified: dict, params=None, outlet_events=None
+    ) -> dict:
+        # `verified` is for the OpenLineage event only: the run's archives are its inputs.
         from imagenet_airflow import lineage, tasks
 
         validated = tasks.validate(params, published)
@@ -245,7 +252,7 @@ def imagenet2012():
     published = publish(verified, merged, plan)
     wait_for_archives >> verified
     convert >> published
-    validate_and_record(published)
+    validate_and_record(published, verified)
 
 
 imagenet2012()
