@@ -1,14 +1,18 @@
 """The conversion as a plain Beam main program: `python -m imagenet_beam.beam_main --flags`.
 
 What Airflow's BeamRunPythonPipelineOperator (and Dataflow tooling) run: flags only, the
-same flags as `python -m imagenet_beam convert`.
+same flags as `python -m imagenet_beam convert`. With `--setup_file` (Dataflow), the package
+the workers install is built from a private copy of its directory (see `dataflow.py`).
 """
 
 import sys
 
 from imagenet_beam.cli import configure_logging, convert_main, limit_malloc_arenas
+from imagenet_beam.dataflow import private_setup_file
 
 if __name__ == "__main__":
     configure_logging()
     limit_malloc_arenas()
-    sys.exit(convert_main(sys.argv[1:]))
+    with private_setup_file(sys.argv[1:]) as argv:
+        code = convert_main(argv)
+    sys.exit(code)

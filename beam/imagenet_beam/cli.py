@@ -146,6 +146,9 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Except what a Dataflow launch says: the job id ("Created job with id: [...]", which
+    # Airflow's Beam operator reads from this output to follow the job) and the console URL.
+    logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
     # Relays every worker process's own log lines in multi_processing mode.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -230,6 +230,12 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
     except ValueError as e:
         raise ConvertError(f"--{e}") from None
     splits = parse_splits(opts.splits)
+    no_wait = options.view_as(StandardOptions).no_wait_until_finish
+    if no_wait and not opts.stage_only:
+        raise ConvertError(
+            "--no_wait_until_finish needs --stage_only: publish once the job has finished "
+            "(python -m imagenet_beam publish)"
+        )
     inputs = resolve_inputs(opts.manual_dir, splits, opts.test_archive)
 
     final, staging = output_dirs(opts.data_dir)
@@ -274,6 +280,11 @@ def stage(argv: Sequence[str] | None = None) -> tuple[str, list[str]]:
             storage.join(staging, WORK_DIR, SHARD_RESULTS),
             storage.join(staging, WORK_DIR),
         )
+    if no_wait:
+        # Submitted (a Dataflow job under Airflow: the convert task follows the job, not
+        # this launcher). `publish` checks that every shard was written.
+        log.info("submitted the pipeline for %s; not waiting for it to finish", splits)
+        return staging, splits
     results = list(shards.iter_results(storage.join(staging, WORK_DIR, SHARD_RESULTS)))
     _check_results(results, splits)
     return staging, splits
