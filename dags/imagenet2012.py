@@ -153,11 +153,33 @@ params = {
         type=["null", "string"],
         pattern="^gs://",
         title="Temp location",
-        description="gs:// prefix for Dataflow's temporary and staging files.",
+        description="gs:// prefix for Dataflow's temporary files (and staged files, unless "
+        "a staging location is given).",
+        section=DATAFLOW,
+    ),
+    "dataflow_staging_location": Param(
+        None,
+        type=["null", "string"],
+        pattern="^gs://",
+        title="Staging location",
+        description="gs:// prefix where the launcher stages the pipeline and the imagenet_beam "
+        "package for the workers. Empty: TEMP_LOCATION/staging.",
         section=DATAFLOW,
     ),
     "dataflow_service_account": Param(
-        None, type=["null", "string"], title="Service account email", section=DATAFLOW
+        None,
+        type=["null", "string"],
+        title="Service account email",
+        description="The workers' identity (needs roles/dataflow.worker and access to the "
+        "buckets). Empty: the project's Compute Engine default service account.",
+        section=DATAFLOW,
+    ),
+    "dataflow_machine_type": Param(
+        "n2-standard-4",
+        type=["null", "string"],
+        title="Worker machine type",
+        description="Compute Engine machine type of each worker. Empty: Dataflow's default.",
+        section=DATAFLOW,
     ),
 }
 
@@ -199,15 +221,17 @@ def imagenet2012():
         return tasks.merge_test_patch(params, verified)
 
     @task
-    def plan_conversion(verified: dict, merged: dict | None, params=None) -> dict:
+    def plan_conversion(verified: dict, merged: dict | None, params=None, dag_run=None) -> dict:
         from imagenet_airflow import tasks
 
-        return tasks.plan_conversion(params, verified, merged)
+        return tasks.plan_conversion(params, verified, merged, dag_run.run_id)
 
     @task
-    def conversion_jobs(plan: dict) -> list[dict]:
-        """One set of Beam pipeline options per split to convert (none when up to date)."""
-        return plan["jobs"]
+    def conversion_jobs(plan: dict, params=None) -> list[dict]:
+        """The convert task's arguments per split to convert (none when up to date)."""
+        from imagenet_airflow import tasks
+
+        return tasks.convert_operator_kwargs(params, plan["jobs"])
 
     @task(trigger_rule="none_failed")
     def publish(verified: dict, merged: dict | None, plan: dict, params=None, dag_run=None):
@@ -240,15 +264,16 @@ def imagenet2012():
     verified = verify_archives()
     merged = merge_test_patch(verified)
     plan = plan_conversion(verified, merged)
+    # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
+    # DataflowConfiguration (tasks.convert_operator_kwargs).
     convert = BeamRunPythonPipelineOperator.partial(
         task_id="convert",
         py_file=BEAM_MAIN_MODULE,
         py_options=["-m"],
         py_interpreter=sys.executable,
-        runner="{{ params.runner }}",
         map_index_template="{{ task.pipeline_options['splits'] }}",
         retries=2,
-    ).expand(pipeline_options=conversion_jobs(plan))
+    ).expand_kwargs(conversion_jobs(plan))
     published = publish(verified, merged, plan)
     wait_for_archives >> verified
     convert >> published
