@@ -161,9 +161,13 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
         pos = data + _blocks(size)
 
 
+HEADER_WALK_BUFFER = 64 << 10
+
+
 def list_inner_tars(train_archive: str) -> list[TarEntry]:
     """The per-class tars inside the train archive, in archive order."""
-    with storage.open_read(train_archive) as f:
+    # ~140 MB apart: small reads, or GCS would fetch 16 MiB for every 512-byte header.
+    with storage.open_read(train_archive, buffer_size=HEADER_WALK_BUFFER) as f:
         return list(walk_tar(f, train_archive))
 
 
@@ -197,14 +201,14 @@ def index_flat_archive(split: str, archive: str) -> list[MemberRef]:
 
 
 def read_members(archive: str, refs: list[MemberRef]) -> Iterator[tuple[MemberRef, bytes]]:
-    """Member bytes, read in offset order (sequential on disk, few range requests on GCS)."""
-    with storage.open_read(archive) as f:
-        for ref in sorted(refs, key=lambda r: r.offset):
-            f.seek(ref.offset)
-            data = f.read(ref.size)
-            if len(data) != ref.size:
-                raise ArchiveError(
-                    f"{archive} ends inside member {ref.file_name}: the download is "
-                    "incomplete, download it again"
-                )
-            yield ref, data
+    """Member bytes, read in offset order (sequential on disk; on GCS, ranged requests for
+    about the members' bytes only)."""
+    ordered = sorted(refs, key=lambda r: r.offset)
+    ranges = [(ref.offset, ref.size) for ref in ordered]
+    for ref, data in zip(ordered, storage.read_ranges(archive, ranges), strict=True):
+        if len(data) != ref.size:
+            raise ArchiveError(
+                f"{archive} ends inside member {ref.file_name}: the download is "
+                "incomplete, download it again"
+            )
+        yield ref, data

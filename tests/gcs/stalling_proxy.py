@@ -1,4 +1,5 @@
-"""An HTTP proxy in front of the local GCS server that holds one chosen request.
+"""An HTTP proxy in front of the local GCS server that holds one chosen request, and counts
+what the server sends.
 
 Lets a test stop a conversion at an exact point (e.g. just before the completion marker is
 written) and kill it there: every request is forwarded unchanged to the real server except
@@ -22,9 +23,11 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class StallingProxy:
-    def __init__(self, target_url: str, stall_on: str):
+    def __init__(self, target_url: str, stall_on: str | None = None):
         self.target = urllib.parse.urlsplit(target_url)
-        self.stall_on = stall_on.encode()
+        self.stall_on = stall_on.encode() if stall_on else None
+        self.bytes_sent = 0  # response bodies, all requests
+        self.requests = 0
         self.stalled = threading.Event()
         self._released = threading.Event()
         proxy = self
@@ -38,7 +41,8 @@ class StallingProxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if self.command == "POST" and not proxy.stalled.is_set() and (
+                proxy.requests += 1
+                if proxy.stall_on and self.command == "POST" and not proxy.stalled.is_set() and (
                     proxy.stall_on in urllib.parse.unquote(self.path).encode()
                     or proxy.stall_on in body
                 ):
@@ -55,6 +59,7 @@ class StallingProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
+                proxy.bytes_sent += len(data)
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
