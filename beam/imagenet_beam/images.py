@@ -68,7 +68,10 @@ def _decode_fully(image: Image.Image, *, pixels_needed: bool = True) -> None:
     on an eighth of the pixels.
     """
     if not pixels_needed and image.format == "JPEG":
-        image.draft(image.mode, (1, 1))
+        # Grayscale output where libjpeg can give it (~5% less time): the colour components
+        # are still entropy-decoded, only not converted. All data in one feed (~2%).
+        image.draft("L" if image.mode in ("RGB", "L") else image.mode, (1, 1))
+        image.decodermaxblock = max(image.decodermaxblock, 1 << 24)
     try:
         image.load()
     except Exception as e:
