@@ -147,8 +147,13 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
     blob = _gcsio().client.bucket(bucket_name).blob(blob_name)
 
     def fetch(request: tuple[int, int, list[int]]) -> bytes:
+        from google.api_core.exceptions import RequestRangeNotSatisfiable
+
         start, end, _ = request
-        return blob.download_as_bytes(start=start, end=end - 1, checksum=None)
+        try:
+            return blob.download_as_bytes(start=start, end=end - 1, checksum=None)
+        except RequestRangeNotSatisfiable:
+            return b""  # starts past the end: the caller sees the bytes missing
 
     requests = _coalesce(ranges)
     with ThreadPoolExecutor(_PARALLEL_REQUESTS) as pool:

@@ -83,3 +83,14 @@ def test_listing_the_train_tar_reads_headers_not_classes(gcs_bucket, through_pro
     inner = archives.list_inner_tars(path)
     assert [e.name for e in inner] == [name for name, _ in classes]
     assert through_proxy.bytes_sent < len(data) / 10
+
+
+def test_members_past_the_end_of_a_truncated_object_are_reported(gcs_bucket, through_proxy):
+    data = _tar([("a.JPEG", b"a" * 5_000), ("b.JPEG", b"b" * 5_000)])
+    path = storage.join(gcs_bucket, "cut.tar")
+    entries = list(archives.walk_tar(io.BytesIO(data), path))
+    gcs_client().bucket(gcs_bucket[5:]).blob("cut.tar").upload_from_string(data[:2_000])
+    refs = [archives.MemberRef("test", path, e.offset, e.size, e.name, -1) for e in entries]
+    for wanted in (refs[:1], refs[1:]):  # ends inside the member; starts past the end
+        with pytest.raises(archives.ArchiveError, match="ends inside member"):
+            list(archives.read_members(path, wanted))
