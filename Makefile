@@ -56,7 +56,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check beam tests
+	$(VENV)/bin/ruff check beam tests plugins dags benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-cli
