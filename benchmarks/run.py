@@ -2,12 +2,18 @@
 
     python -m benchmarks.run [--num_images 20000 | --manual_dir DIR] [--sizes 10000,40000]
                              [--variants passthrough,validate,resize] [--skip_dag]
+                             [--repeat 3]
 
 For every input size it times, each in a fresh process: TFDS's builder (`tfds build`'s
 code path), our CLI in pass-through mode and in the requested variants, and once the
 whole Airflow DAG (`airflow dags test`). It prints wall time, images/s, MB/s and the peak
 resident memory of each whole process tree (Beam's workers included), the ratios to TFDS,
 and writes everything to a JSON file so runs can be compared.
+
+Shared machines are noisy (TFDS's builder alone varied by ±10% between runs here), so the
+CLI runs and TFDS's builder are repeated in rounds (TFDS, ours, variants; again) and each
+figure is the median of its rounds; every round's wall time is kept in the JSON. The DAG
+and the resize variant (slow, and with no target against TFDS) run in the first round only.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 from importlib import metadata
@@ -52,6 +59,7 @@ class Figure:
     images_per_s: float = 0.0
     mb_per_s: float = 0.0
     ratio_to_tfds: float | None = None  # our images/s over TFDS's (> 1: faster than TFDS)
+    wall_s_rounds: list[float] = dataclasses.field(default_factory=list)  # median → wall_s
 
     def __post_init__(self) -> None:
         self.images_per_s = self.num_images / self.wall_s
@@ -132,30 +140,42 @@ def run_dag(manual_dir: str, out: str, work_dir: str) -> Measured:
     return measured
 
 
-def _figure(name: str, measured: Measured, num_images: int, input_bytes: int) -> Figure:
+def _figure(name: str, rounds: list[Measured], num_images: int, input_bytes: int) -> Figure:
+    walls = [m.wall_s for m in rounds]
     return Figure(
-        name, num_images, input_bytes, measured.wall_s,
-        measured.peak_tree_rss_bytes / 2**20, measured.peak_processes,
+        name, num_images, input_bytes, statistics.median(walls),
+        max(m.peak_tree_rss_bytes for m in rounds) / 2**20,
+        max(m.peak_processes for m in rounds),
+        wall_s_rounds=walls,
     )
 
 
+ONCE_ONLY = ("resize",)  # variants measured in the first round only
+
+
 def bench_one(
-    manual_dir: str, work_dir: str, variants: list[str], with_dag: bool
+    manual_dir: str, work_dir: str, variants: list[str], with_dag: bool, repeat: int = 1
 ) -> list[Figure]:
     input_bytes = _archives_bytes(manual_dir)
-    figures = []
-    tfds = run_tfds(manual_dir, os.path.join(work_dir, "out-tfds"))
-    ours, num_images = run_ours(manual_dir, os.path.join(work_dir, "out-ours"), [])
-    figures.append(_figure("tfds_builder", tfds, num_images, input_bytes))
-    figures.append(_figure("ours_cli", ours, num_images, input_bytes))
-    for variant in variants:
-        if variant == "passthrough":
-            continue
-        measured, _ = run_ours(manual_dir, os.path.join(work_dir, "out-ours"), VARIANTS[variant])
-        figures.append(_figure(f"ours_cli_{variant}", measured, num_images, input_bytes))
-    if with_dag:
-        dag = run_dag(manual_dir, os.path.join(work_dir, "out-dag"), work_dir)
-        figures.append(_figure("ours_dag", dag, num_images, input_bytes))
+    out_ours = os.path.join(work_dir, "out-ours")
+    measured: dict[str, list[Measured]] = {}
+    num_images = 0
+    for round_ in range(repeat):
+        measured.setdefault("tfds_builder", []).append(
+            run_tfds(manual_dir, os.path.join(work_dir, "out-tfds"))
+        )
+        ours, num_images = run_ours(manual_dir, out_ours, [])
+        measured.setdefault("ours_cli", []).append(ours)
+        for variant in variants:
+            if variant == "passthrough" or (round_ and variant in ONCE_ONLY):
+                continue
+            run, _ = run_ours(manual_dir, out_ours, VARIANTS[variant])
+            measured.setdefault(f"ours_cli_{variant}", []).append(run)
+        if with_dag and not round_:
+            dag = run_dag(manual_dir, os.path.join(work_dir, "out-dag"), work_dir)
+            measured.setdefault("ours_dag", []).append(dag)
+    figures = [_figure(name, runs, num_images, input_bytes) for name, runs in measured.items()]
+    tfds = figures[0]
     for figure in figures:
         figure.ratio_to_tfds = tfds.wall_s / figure.wall_s
     return figures
@@ -176,10 +196,12 @@ def machine() -> dict:
 def print_table(size_label: str, figures: list[Figure]) -> None:
     print(f"\n{size_label}")
     print(f"{'run':<22}{'wall s':>9}{'images/s':>10}{'MB/s':>8}{'peak MiB':>10}"
-          f"{'procs':>7}{'vs TFDS':>9}")
+          f"{'procs':>7}{'vs TFDS':>9}  rounds (wall s)")
     for f in figures:
+        rounds = " ".join(f"{w:.2f}" for w in f.wall_s_rounds)
         print(f"{f.name:<22}{f.wall_s:>9.2f}{f.images_per_s:>10.0f}{f.mb_per_s:>8.0f}"
-              f"{f.peak_tree_rss_mib:>10.0f}{f.peak_processes:>7}{f.ratio_to_tfds:>8.2f}x")
+              f"{f.peak_tree_rss_mib:>10.0f}{f.peak_processes:>7}{f.ratio_to_tfds:>8.2f}x"
+              f"  {rounds}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,15 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work"))
     parser.add_argument("--variants", default="passthrough,validate,resize")
     parser.add_argument("--skip_dag", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3,
+        help="Rounds of TFDS and CLI runs; each figure is the median (default 3).",
+    )
     parser.add_argument("--out", default=None, help="JSON file (default: WORK_DIR/results.json)")
     args = parser.parse_args(argv)
 
+    if args.repeat < 1:
+        parser.error("--repeat: give 1 or more rounds")
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
     os.makedirs(args.work_dir, exist_ok=True)
-    results = {"machine": machine(), "runs": []}
+    results = {"machine": machine(), "repeat": args.repeat, "runs": []}
     if args.manual_dir:
         inputs = [(f"input {args.manual_dir}", args.manual_dir)]
     else:
@@ -211,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             inputs.append((made.describe(), made.manual_dir))
     for index, (label, manual_dir) in enumerate(inputs):
         figures = bench_one(
-            manual_dir, args.work_dir, variants, with_dag=not args.skip_dag and index == 0
+            manual_dir, args.work_dir, variants,
+            with_dag=not args.skip_dag and index == 0, repeat=args.repeat,
         )
         print_table(label, figures)
         sys.stdout.flush()
