@@ -113,6 +113,20 @@ def test_tfrecord_frame_layout() -> None:
     assert frame[12:-4] == record
 
 
+def test_frame_pieces_are_the_frame_without_copying_the_image() -> None:
+    """Shards are written as pieces: the same bytes as framing the joined record, with the
+    image object passed through untouched (never copied into a record buffer)."""
+    for image, label, name in CASES:
+        parts = examples.example_parts(image, label, name)
+        assert b"".join(parts) == examples.encode_example(image, label, name)
+        pieces = examples.tfrecord_frame_parts(parts)
+        assert b"".join(pieces) == examples.tfrecord_frame(b"".join(parts))
+        assert pieces[1] is image
+    assert examples.tfrecord_frame_parts((b"solo",)) == (
+        examples.tfrecord_frame(b"solo")[:12], b"solo", examples.tfrecord_frame(b"solo")[-4:]
+    )
+
+
 @pytest.mark.parametrize("where", ["length_crc", "data", "data_crc"])
 def test_tf_rejects_a_frame_with_a_bad_checksum(tmp_path, where: str) -> None:
     """Proves the read-back test above really checks our CRCs."""

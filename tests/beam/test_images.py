@@ -222,6 +222,33 @@ def test_validate_catches_what_only_a_full_decode_finds() -> None:
         prepare_image(data, validate=True)
 
 
+def test_validate_accepts_what_libjpeg_only_warns_about_as_tensorflow_does() -> None:
+    """Junk before the end marker: libjpeg warns ("extraneous bytes before marker") and
+    decodes; tf.io.decode_jpeg, which reads these shards, decodes it too. Not corrupt."""
+    import tensorflow as tf
+
+    data = make("plain", seed=13)
+    warned = data[:-2] + b"\x12\x34\x56" + data[-2:]
+    assert tf.io.decode_jpeg(warned).shape[2] == 3
+    assert prepare_image(warned, validate=True) == images.PreparedImage(warned, None)
+
+
+def test_validate_decodes_every_scan_of_a_progressive_jpeg() -> None:
+    """A progressive JPEG defines Huffman tables between its scans. Break the last one:
+    only a decode that reaches the last scan (even at 1/8 scale) can tell."""
+    data = make("progressive", seed=14)
+    header = images.read_jpeg_header(data)
+    last_table = data.rindex(b"\xff\xc4")
+    assert last_table > header.scan  # a table between scans, not in the header
+    out = bytearray(data)
+    out[last_table + 5 : last_table + 21] = b"\xff" * 16  # code-length counts overflow
+    broken = bytes(out)
+    assert prepare_image(broken, validate=False).data == broken  # headers and end look fine
+    assert prepare_image(data, validate=True).data == data
+    with pytest.raises(CorruptImageError, match="does not decode"):
+        prepare_image(broken, validate=True)
+
+
 @pytest.mark.parametrize("kind", ("plain", *synthetic.AWKWARD_KINDS, "truncated"))
 def test_the_fast_jpeg_header_agrees_with_pillow(kind: str) -> None:
     data = make(kind, seed=11)

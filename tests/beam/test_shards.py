@@ -36,3 +36,11 @@ def test_each_broken_kind_fails_or_is_skipped(kind, policy, tmp_path):
         assert [s["file_name"] for s in notes.skipped] == [bad.file_name]
         assert notes.skipped[0]["reason"]
         assert len(records) == len(refs) - 1
+
+
+def test_writers_keep_freed_member_memory_on_glibc():
+    """glibc (this machine, Dataflow's workers) takes the malloc settings; elsewhere it is
+    a no-op that says so."""
+    import platform
+
+    assert shards.keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
