@@ -10,7 +10,7 @@ whole Airflow DAG (`airflow dags test`). It prints wall time, images/s, MB/s and
 resident memory of each whole process tree (Beam's workers included), the ratios to TFDS,
 and writes everything to a JSON file so runs can be compared.
 
-Shared machines are noisy (TFDS's builder alone varied by ±10% between runs here), so the
+Shared machines are noisy (TFDS's builder alone varied by 20–30% between runs here), so the
 CLI runs and TFDS's builder are repeated in rounds (TFDS, ours, variants; again) and each
 figure is the median of its rounds; every round's wall time is kept in the JSON. The DAG
 and the resize variant (slow, and with no target against TFDS) run in the first round only.

@@ -39,7 +39,7 @@ def keep_freed_memory() -> bool:
 
     A shard's ~1,000 member buffers (~110 MB) are allocated together and freed together.
     By default glibc hands the freed heap back to the kernel and the next shard faults
-    every page in again, zero-filled: ~40% of the cost of reading a member. Kept instead,
+    every page in again, zero-filled: two thirds of the cost of reading a member. Kept,
     the peak is the same and reads cost ~0.02 ms a member instead of ~0.06.
     False (and nothing changed) where the C library has no mallopt (not glibc).
     """
