@@ -20,123 +20,45 @@ from datetime import datetime, timedelta
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import Param, dag, task
 
-from imagenet_airflow import openlineage_events
-from imagenet_airflow.lineage import SPLITS_ALIAS
+from imagenet_airflow import dataflow_launch, openlineage_events
+from imagenet_airflow.asset_naming import SPLITS_ALIAS
 from imagenet_airflow.sensors import DEFAULT_WAIT_MINUTES, ImageNetArchivesSensor
 from imagenet_airflow.tasks import BEAM_MAIN_MODULE
+from imagenet_beam import settings
 
-SPLITS = ["train", "validation", "test"]
 SCHEDULE = os.environ.get("IMAGENET2012_SCHEDULE", "@weekly") or None
-DEFAULT_MANUAL_DIR = os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual")
-DEFAULT_DATA_DIR = os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds")
 POKE_INTERVAL_SECONDS = float(os.environ.get("IMAGENET2012_POKE_INTERVAL_SECONDS", "60"))
-DEFAULT_TEST_PATCH = "ILSVRC2012_img_test_patch_v10102019.tar"
-
-INPUT = "Input and output"
-CONVERSION = "Conversion"
-EXECUTION = "Execution"
 DATAFLOW = "Dataflow (runner = DataflowRunner)"
 
+# Every conversion setting's type, choices and help come from imagenet_beam.settings; the
+# deployment chooses only these defaults.
 params = {
-    "manual_dir": Param(
-        DEFAULT_MANUAL_DIR,
-        type="string",
-        minLength=1,
-        title="Manual directory",
-        description="Folder (local path or gs://bucket/prefix) holding the tarballs "
-        "downloaded from image-net.org.",
-        section=INPUT,
-    ),
-    "data_dir": Param(
-        DEFAULT_DATA_DIR,
-        type="string",
-        minLength=1,
-        title="Data directory",
-        description="TFDS data_dir: the output goes to DATA_DIR/imagenet2012/5.1.0/.",
-        section=INPUT,
-    ),
-    "splits": Param(
-        SPLITS,
-        type="array",
-        items={"type": "string", "enum": SPLITS},
-        minItems=1,
-        uniqueItems=True,
-        title="Splits",
-        description="Which splits to convert; each needs only its own archive.",
-        section=INPUT,
-    ),
-    "test_patch": Param(
-        DEFAULT_TEST_PATCH,
-        type=["null", "string"],
-        title="Test patch file",
-        description="File name of the October 2019 test patch tar in the manual directory, "
-        "merged into ILSVRC2012_img_test.tar before conversion. Not needed when the "
-        "patched ILSVRC2012_img_test_v10102019.tar is there. Empty: take "
-        "ILSVRC2012_img_test.tar as already patched (what TFDS assumes).",
-        section=INPUT,
-    ),
-    "verify_checksums": Param(
-        True,
-        type="boolean",
-        title="Verify checksums",
-        description="Compare sizes and sha256 with the values image-net.org publishes. "
-        "Turn off for subsets, custom or generated data.",
-        section=INPUT,
-    ),
-    "file_format": Param(
-        "tfrecord",
-        type="string",
-        enum=["tfrecord", "array_record"],
-        title="File format",
-        description="tfrecord (tfds.load / as_dataset) or array_record (as_data_source).",
-        section=CONVERSION,
-    ),
-    "num_shards": Param(
-        None,
-        type=["null", "integer"],
-        minimum=1,
-        title="Shards per split",
-        description="Empty: TFDS's rule (64 MiB – 1 GiB a shard, 1024 for train).",
-        section=CONVERSION,
-    ),
-    "on_corrupt": Param(
-        "fail",
-        type="string",
-        enum=["fail", "skip"],
-        title="Corrupt images",
-        description="fail the run, or skip such images and list them in lineage.json.",
-        section=CONVERSION,
-    ),
-    "validate_images": Param(
-        False,
-        type="boolean",
-        title="Decode every image",
-        description="Decode every image fully (about 1 ms each) instead of checking headers.",
-        section=CONVERSION,
-    ),
-    "resize": Param(
-        None,
-        type=["null", "string"],
-        pattern="^(shorter|max):[1-9][0-9]*$",
-        title="Resize",
-        description="Empty: keep every image's bytes (as TFDS). shorter:N or max:N: re-encode "
-        "every image scaled down so that its shorter (or longer) side is at most N pixels.",
-        section=CONVERSION,
-    ),
+    name: Param(**spec)
+    for name, spec in settings.form_params(
+        defaults={
+            "manual_dir": os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual"),
+            "data_dir": os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds"),
+            "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar",
+        }
+    ).items()
+}
+params.update({
     "runner": Param(
-        "DirectRunner",
+        dataflow_launch.DIRECT_RUNNER,
         type="string",
-        enum=["DirectRunner", "DataflowRunner"],
+        enum=list(dataflow_launch.RUNNERS),
         title="Beam runner",
-        section=EXECUTION,
+        description="DirectRunner: on this Airflow worker. DataflowRunner: on Google Cloud "
+        "Dataflow (manual_dir and data_dir must be gs://; see the Dataflow section).",
+        section=settings.EXECUTION,
     ),
     "num_workers": Param(
         os.cpu_count() or 1,
         type="integer",
         minimum=1,
         title="Workers",
-        description="DirectRunner: worker processes. DataflowRunner: maximum workers.",
-        section=EXECUTION,
+        description="DirectRunner: worker threads. DataflowRunner: maximum workers.",
+        section=settings.EXECUTION,
     ),
     "wait_timeout_minutes": Param(
         DEFAULT_WAIT_MINUTES,
@@ -144,10 +66,16 @@ params = {
         exclusiveMinimum=0,
         title="Wait for archives (minutes)",
         description="How long wait_for_archives waits for missing archives before failing.",
-        section=EXECUTION,
+        section=settings.EXECUTION,
     ),
-    "dataflow_project": Param(None, type=["null", "string"], title="GCP project", section=DATAFLOW),
-    "dataflow_region": Param(None, type=["null", "string"], title="Region", section=DATAFLOW),
+    "dataflow_project": Param(
+        None, type=["null", "string"], title="GCP project",
+        description="The Google Cloud project the Dataflow jobs run in.", section=DATAFLOW,
+    ),
+    "dataflow_region": Param(
+        None, type=["null", "string"], title="Region",
+        description="The Dataflow region, e.g. us-central1.", section=DATAFLOW,
+    ),
     "dataflow_temp_location": Param(
         None,
         type=["null", "string"],
@@ -181,7 +109,7 @@ params = {
         description="Compute Engine machine type of each worker. Empty: Dataflow's default.",
         section=DATAFLOW,
     ),
-}
+})
 
 
 @dag(
@@ -229,9 +157,9 @@ def imagenet2012():
     @task
     def conversion_jobs(plan: dict, params=None) -> list[dict]:
         """The convert task's arguments per split to convert (none when up to date)."""
-        from imagenet_airflow import tasks
+        from imagenet_airflow import dataflow_launch
 
-        return tasks.convert_operator_kwargs(params, plan["jobs"])
+        return dataflow_launch.convert_operator_kwargs(params, plan["jobs"])
 
     @task(trigger_rule="none_failed")
     def publish(verified: dict, merged: dict | None, plan: dict, params=None, dag_run=None):
@@ -248,13 +176,13 @@ def imagenet2012():
         published: dict, verified: dict, params=None, outlet_events=None
     ) -> dict:
         # `verified` is for the OpenLineage event only: the run's archives are its inputs.
-        from imagenet_airflow import lineage, tasks
+        from imagenet_airflow import asset_naming, tasks
 
         validated = tasks.validate(params, published)
         for split, info in validated["splits"].items():
             outlet_events[SPLITS_ALIAS].add(
-                lineage.split_asset(validated["version_dir"], split),
-                extra=lineage.split_extra(
+                asset_naming.split_asset(validated["version_dir"], split),
+                extra=asset_naming.split_extra(
                     validated["version_dir"], validated["file_format"], info,
                     validated["reprocessed"],
                 ),
@@ -265,7 +193,7 @@ def imagenet2012():
     merged = merge_test_patch(verified)
     plan = plan_conversion(verified, merged)
     # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
-    # DataflowConfiguration (tasks.convert_operator_kwargs).
+    # DataflowConfiguration (dataflow_launch.convert_operator_kwargs).
     convert = BeamRunPythonPipelineOperator.partial(
         task_id="convert",
         py_file=BEAM_MAIN_MODULE,

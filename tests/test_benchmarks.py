@@ -26,7 +26,7 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     assert results["repeat"] == 2
     [run] = results["runs"]
     figures = {f["name"]: f for f in run["figures"]}
-    assert set(figures) == {"tfds_builder", "ours_cli", "ours_cli_validate"}
+    assert set(figures) == {"tfds_builder", "ours_cli", "ours_cli_cached", "ours_cli_validate"}
     for figure in figures.values():
         assert figure["num_images"] == 120
         assert figure["wall_s"] > 0 and figure["peak_tree_rss_mib"] > 0

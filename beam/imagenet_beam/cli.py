@@ -14,10 +14,13 @@ from imagenet_beam import dataset
 USAGE = """usage: python -m imagenet_beam COMMAND [flags]
 
 commands:
-  convert   ILSVRC 2012 tarballs → DATA_DIR/imagenet2012/5.1.0/ (TFRecord or ArrayRecord)
+  convert   ILSVRC 2012 tarballs → DATA_DIR/imagenet2012/5.1.0/ (TFRecord or ArrayRecord):
+            checks the archives, merges the test patch, converts, publishes, verifies;
+            says so and does nothing when the published version is up to date
             python -m imagenet_beam convert --manual_dir=DIR --data_dir=OUT \\
                 --splits=train,validation,test --file_format=tfrecord|array_record \\
-                [--num_shards=N] [--on_corrupt=fail|skip] [--test_archive=NAME] \\
+                [--verify_checksums=true|false] [--test_patch=NAME] [--num_shards=N] \\
+                [--on_corrupt=fail|skip] [--force] [--overwrite] \\
                 [--runner=DirectRunner --direct_running_mode=multi_processing \\
                  --direct_num_workers=2 ...]
             (`convert --help` lists every flag; standard Beam options pass through)
@@ -36,27 +39,47 @@ def _user_error(exc: BaseException) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def _summary(record: dict) -> str:
+def _summary(record) -> str:
     lines = []
-    for split, info in sorted(record["splits"].items(), key=lambda kv: dataset.SPLITS.index(kv[0])):
+    for split, info in sorted(record.splits.items(), key=lambda kv: dataset.SPLITS.index(kv[0])):
         lines.append(
-            f"{split}: {info['num_examples']} examples in {info['num_shards']} shard(s), "
-            f"{info['num_bytes']} bytes"
+            f"{split}: {info.num_examples} examples in {info.num_shards} shard(s), "
+            f"{info.num_bytes} bytes"
         )
-    lines.append(f"fixed images: {len(record['fixed_images'])}, "
-                 f"skipped images: {len(record['skipped_images'])}")
+    lines.append(f"fixed images: {len(record.fixed_images)}, "
+                 f"skipped images: {len(record.skipped_images)}")
     return "\n".join(lines)
 
 
+def split_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
+    """(our settings' flags as given, everything else: Beam's own pipeline options)."""
+    import argparse
+
+    from imagenet_beam import settings
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    settings.add_arguments(parser)
+    ours, rest = parser.parse_known_args(list(argv))
+    return {k: v for k, v in vars(ours).items() if v is not None}, rest
+
+
 def convert_main(argv: Sequence[str]) -> int:
-    from imagenet_beam import convert, pipeline
+    from imagenet_beam import pipeline, run
+    from imagenet_beam.layout import OutputLayout
 
     if "--help" in argv or "-h" in argv:
         pipeline.ConvertOptions(["--help"])
         return 0
     try:
-        record = convert.run(list(argv))
-    except convert.ConvertError as e:
+        given, beam_args = split_args(argv)
+        settings = run.settings_from(given)
+        if settings.stage_only:
+            inputs = run.find_inputs(settings)
+            staging = run.stage(settings, run.conversion_inputs(inputs, None), beam_args)
+            print(f"staged {','.join(settings.splits)} in {staging}")
+            return 0
+        outcome = run.convert(settings, beam_args)
+    except run.ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
@@ -65,14 +88,12 @@ def convert_main(argv: Sequence[str]) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
-    opts = pipeline.ConvertOptions(list(argv))
-    if opts.stage_only:
-        staging = opts.staging_dir or convert.output_dirs(opts.data_dir)[1]
-        print(f"staged {opts.splits} in {staging}")
+    if outcome.up_to_date:
+        print(outcome.reason)
         return 0
-    print(f"wrote {convert.output_dirs(opts.data_dir)[0]}")
-    print(_summary(record))
-    for note in record["warnings"]:
+    print(f"wrote {OutputLayout(settings.data_dir).version_dir}")
+    print(_summary(outcome.lineage))
+    for note in outcome.lineage.warnings:
         print(f"note: {note}")
     return 0
 
@@ -80,18 +101,19 @@ def convert_main(argv: Sequence[str]) -> int:
 def publish_main(argv: Sequence[str]) -> int:
     import argparse
 
-    from imagenet_beam import convert
+    from imagenet_beam import run
+    from imagenet_beam.layout import OutputLayout
 
     parser = argparse.ArgumentParser(prog="python -m imagenet_beam publish")
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--staging_dir", default=None)
     args = parser.parse_args(argv)
     try:
-        record = convert.publish(args.data_dir, args.staging_dir)
-    except convert.ConvertError as e:
+        record = run.publish(args.data_dir, args.staging_dir, overwrite=True)
+    except run.ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {convert.output_dirs(args.data_dir)[0]}")
+    print(f"wrote {OutputLayout(args.data_dir).version_dir}")
     print(_summary(record))
     return 0
 
@@ -114,15 +136,15 @@ def verify_main(argv: Sequence[str]) -> int:
               f"first image {facts.get('first_image_shape')}")
     print(f"  fixed images: {summary['fixed_images']}, skipped: {summary['skipped_images']}")
     lineage = metadata.read_lineage(argv[0])
-    for split, source in sorted(lineage["inputs"].items()):
+    for split, source in sorted(lineage.inputs.items()):
         print(f"  input {split}: {source['path']} ({source['size']:,} bytes)")
-    for archive in lineage.get("archives", []):
+    for archive in lineage.archives:
         print(f"  archive {archive['name']}: sha256 {archive['sha256']}")
-    if lineage.get("test_patch"):
-        replaced = lineage["test_patch"]["replaced"]
+    if lineage.test_patch:
+        replaced = lineage.test_patch["replaced"]
         print(f"  test patch: {len(replaced)} image(s) replaced: {', '.join(replaced)}")
-    if lineage.get("airflow"):
-        print(f"  Airflow run: {lineage['airflow']['dag_id']} {lineage['airflow']['run_id']}")
+    if lineage.airflow:
+        print(f"  Airflow run: {lineage.airflow['dag_id']} {lineage.airflow['run_id']}")
     return 0
 
 

@@ -15,10 +15,8 @@ import warnings
 import simplejpeg
 from PIL import Image
 
-# Same bound as Pillow's decompression-bomb warning: ~89.5 megapixels. Pillow itself
-# refuses to open anything beyond twice that, so that is as high as max_pixels can go.
-DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
-MAX_PIXELS_CEILING = 2 * DEFAULT_MAX_PIXELS
+from imagenet_beam.settings import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING  # noqa: F401
+
 REENCODE_QUALITY = 100
 RESIZE_QUALITY = 90
 PASS_THROUGH_MODES = ("RGB", "L")

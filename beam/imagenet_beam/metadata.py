@@ -7,18 +7,16 @@ The TFDS files are produced by TFDS itself from the `imagenet2012` builder's own
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from imagenet_beam import dataset, storage
+from imagenet_beam.layout import LINEAGE_FILE
 from imagenet_beam.shards import ShardResult
 
-LINEAGE_FILE = "lineage.json"
-DATASET_INFO_FILE = "dataset_info.json"
-# Written last when a version is published: a version directory without it is not (yet, or
-# no longer) a complete publication, and everything of ours that reads one ignores it.
-COMPLETE_MARKER = "_COMPLETE"
 LINEAGE_SCHEMA = 1
 
 
@@ -65,49 +63,95 @@ def write_tfds_metadata(
     return names
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardLineage:
+    file: str
+    num_examples: int
+    num_bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitLineage:
+    num_examples: int
+    full_imagenet_examples: int
+    num_shards: int
+    num_bytes: int
+    shards: list[ShardLineage]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SplitLineage:
+        return cls(**{**d, "shards": [ShardLineage(**s) for s in d["shards"]]})
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """What lineage.json says: what went in, with which settings, and what came out.
+
+    inputs: split → {path, size} of what it was converted from; options: the settings
+    (`Settings.lineage`) and the runner; archives: the archive checks (path, size, sha256,
+    md5, whether they matched the published values); test_patch: the merge's report;
+    fingerprint: identifies the archives and the settings that shape output; airflow: the
+    DAG run that made it.
+    """
+
+    producer: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+    options: dict[str, Any]
+    splits: dict[str, SplitLineage]
+    fixed_images: list[dict[str, Any]]
+    skipped_images: list[dict[str, Any]]
+    warnings: list[str]
+    fingerprint: str | None = None
+    archives: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    test_patch: dict[str, Any] | None = None
+    airflow: dict[str, Any] | None = None
+    schema: int = LINEAGE_SCHEMA
+    version: str = dataset.VERSION
+    dataset: str = dataset.DATASET_NAME  # last: the field's name hides the module below it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Lineage:
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in d.items() if k in known}
+        fields["splits"] = {k: SplitLineage.from_dict(v) for k, v in d["splits"].items()}
+        return cls(**fields)
+
+
 def lineage_record(
     results: Iterable[ShardResult],
     inputs: Mapping[str, Mapping],
     options: Mapping,
     warnings: Iterable[str] = (),
-    extra: Mapping | None = None,
-) -> dict:
-    """The run's account: inputs, options, and per split its shards with checksums."""
+    **provenance: Any,
+) -> Lineage:
+    """The run's account: inputs, options, and per split its shards with checksums.
+
+    provenance: fingerprint, archives, test_patch, airflow (see `Lineage`)."""
     splits, fixed, skipped = {}, [], []
     for split, shards in _split_shards(results).items():
-        count = sum(s.num_examples for s in shards)
-        splits[split] = {
-            "num_examples": count,
-            "full_imagenet_examples": dataset.FULL_SPLIT_SIZES[split],
-            "num_shards": len(shards),
-            "num_bytes": sum(s.num_bytes for s in shards),
-            "shards": [
-                {
-                    "file": s.file,
-                    "num_examples": s.num_examples,
-                    "num_bytes": s.num_bytes,
-                    "sha256": s.sha256,
-                }
-                for s in shards
-            ],
-        }
+        splits[split] = SplitLineage(
+            num_examples=sum(s.num_examples for s in shards),
+            full_imagenet_examples=dataset.FULL_SPLIT_SIZES[split],
+            num_shards=len(shards),
+            num_bytes=sum(s.num_bytes for s in shards),
+            shards=[ShardLineage(s.file, s.num_examples, s.num_bytes, s.sha256) for s in shards],
+        )
         fixed += [dict(split=split, **f) for s in shards for f in s.fixed]
         skipped += [dict(split=split, **f) for s in shards for f in s.skipped]
-    record = {
-        "schema": LINEAGE_SCHEMA,
-        "dataset": dataset.DATASET_NAME,
-        "version": dataset.VERSION,
-        "producer": producer(),
-        "inputs": {k: dict(v) for k, v in sorted(inputs.items())},
-        "options": dict(options),
-        "splits": splits,
-        "fixed_images": sorted(fixed, key=lambda f: (f["split"], f["file_name"])),
-        "skipped_images": sorted(skipped, key=lambda f: (f["split"], f["file_name"])),
-        "warnings": list(warnings),
-    }
-    if extra:
-        record.update(extra)
-    return record
+    return Lineage(
+        producer=producer(),
+        inputs={k: dict(v) for k, v in sorted(inputs.items())},
+        options=dict(options),
+        splits=splits,
+        fixed_images=sorted(fixed, key=lambda f: (f["split"], f["file_name"])),
+        skipped_images=sorted(skipped, key=lambda f: (f["split"], f["file_name"])),
+        warnings=list(warnings),
+        **provenance,
+    )
 
 
 def producer() -> dict:
@@ -127,41 +171,11 @@ def producer() -> dict:
     }
 
 
-def write_lineage(version_dir: str, record: Mapping) -> None:
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+def write_lineage(version_dir: str, record: Lineage) -> None:
+    text = json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
     storage.write_bytes(storage.join(version_dir, LINEAGE_FILE), text.encode("utf-8"))
 
 
-def completion_record(version_dir: str) -> dict:
-    """What the marker holds: every file of the version (but itself) with its size, and the
-    lineage's sha256, so a reader can tell the marker belongs to the files beside it."""
-    prefix = version_dir.rstrip("/") + "/"
-    files = {
-        path[len(prefix):]: storage.size(path)
-        for path in storage.list_files(version_dir)
-        if storage.basename(path) != COMPLETE_MARKER
-    }
-    return {
-        "dataset": dataset.DATASET_NAME,
-        "version": dataset.VERSION,
-        "lineage_sha256": storage.sha256_of(storage.join(version_dir, LINEAGE_FILE)),
-        "files": files,
-    }
-
-
-def write_completion_marker(version_dir: str, record: Mapping) -> None:
-    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
-    storage.write_bytes(storage.join(version_dir, COMPLETE_MARKER), text.encode("utf-8"))
-
-
-def is_published(version_dir: str) -> bool:
-    """True when the version's publication finished (its completion marker is there)."""
-    return storage.exists(storage.join(version_dir, COMPLETE_MARKER))
-
-
-def read_completion_marker(version_dir: str) -> dict:
-    return json.loads(storage.read_bytes(storage.join(version_dir, COMPLETE_MARKER)))
-
-
-def read_lineage(version_dir: str) -> dict:
-    return json.loads(storage.read_bytes(storage.join(version_dir, LINEAGE_FILE)))
+def read_lineage(version_dir: str) -> Lineage:
+    text = storage.read_bytes(storage.join(version_dir, LINEAGE_FILE))
+    return Lineage.from_dict(json.loads(text))

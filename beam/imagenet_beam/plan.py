@@ -11,8 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from imagenet_beam import dataset
-from imagenet_beam.archives import MemberRef
+from imagenet_beam.sources import MemberRef
 
 MIN_SHARD_BYTES = 64 << 20
 MAX_SHARD_BYTES = 1024 << 20
@@ -37,10 +36,6 @@ def example_key(split: str, file_name: str) -> int:
     digest = hashlib.md5(split.encode("utf-8"))
     digest.update(file_name.replace("\\", "/").encode("utf-8"))
     return int(digest.hexdigest(), 16)
-
-
-def shard_file_name(split: str, file_format: str, index: int, num_shards: int) -> str:
-    return f"{dataset.DATASET_NAME}-{split}.{file_format}-{index:05d}-of-{num_shards:05d}"
 
 
 def tfds_shard_count(total_bytes: int, num_examples: int) -> int:

@@ -1,4 +1,7 @@
-"""Writing one shard: read its members by offset, fix images, encode, write, checksum."""
+"""Writing one shard: read its members by offset, fix images, encode, write, checksum.
+
+The file format is the `formats` table's business; the input layout's, how members are read.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +9,13 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-import hashlib
 import json
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-from imagenet_beam import archives, examples, images, storage
-from imagenet_beam.plan import ShardSpec, shard_file_name
-
-TFRECORD = "tfrecord"
-ARRAY_RECORD = "array_record"
-FILE_FORMATS = (TFRECORD, ARRAY_RECORD)
-ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
-
-ON_CORRUPT_FAIL = "fail"
-ON_CORRUPT_SKIP = "skip"
-ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
+from imagenet_beam import examples, formats, images, layout, storage
+from imagenet_beam.plan import ShardSpec
+from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
+from imagenet_beam.sources import MemberRef, Source
 
 ERROR_PREFIX = "imagenet_beam error: "
 
@@ -62,16 +56,6 @@ class CorruptMemberError(ValueError):
     """A member that is not a usable image, under --on_corrupt=fail."""
 
 
-@dataclasses.dataclass(frozen=True)
-class WriteSettings:
-    output_dir: str
-    file_format: str = TFRECORD
-    on_corrupt: str = ON_CORRUPT_FAIL
-    validate: bool = False
-    resize: str | None = None  # images.Resize.parse syntax: shorter:N or max:N
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-
-
 @dataclasses.dataclass
 class ShardResult:
     split: str
@@ -92,7 +76,7 @@ class ShardResult:
         return cls(**json.loads(text))
 
 
-def _member_note(ref: archives.MemberRef, what: str) -> dict:
+def _member_note(ref: MemberRef, what: str) -> dict:
     return {"archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what}
 
 
@@ -105,7 +89,7 @@ class MemberNotes:
 
 
 def encode_shard(
-    spec: ShardSpec, settings: WriteSettings, notes: MemberNotes
+    spec: ShardSpec, settings: Settings, source: Source, notes: MemberNotes
 ) -> Iterator[tuple[bytes, bytes, bytes]]:
     """The shard's serialized examples in key order, one at a time, each in the three
     pieces of `examples.example_parts`.
@@ -114,12 +98,12 @@ def encode_shard(
     each member's bytes are dropped as its record is yielded, so a shard is held in memory
     about once, not twice.
     """
-    by_archive: dict[str, list[archives.MemberRef]] = {}
+    by_archive: dict[str, list[MemberRef]] = {}
     for ref in spec.members:
         by_archive.setdefault(ref.archive, []).append(ref)
     contents: dict[tuple[str, int], bytes] = {}
     for archive, refs in by_archive.items():
-        for ref, data in archives.read_members(archive, refs):
+        for ref, data in source.read_members(archive, refs):
             contents[(ref.archive, ref.offset)] = data
 
     resize = images.Resize.parse(settings.resize)
@@ -128,7 +112,7 @@ def encode_shard(
         try:
             prepared = images.prepare_image(
                 data,
-                validate=settings.validate,
+                validate=settings.decode_images,
                 max_pixels=settings.max_pixels,
                 resize=resize,
             )
@@ -146,64 +130,16 @@ def encode_shard(
         yield examples.example_parts(prepared.data, ref.label, ref.file_name)
 
 
-def _write_tfrecord(
-    path: str, records: Iterable[tuple[bytes, ...]]
-) -> tuple[int, int, str]:
-    """(records, bytes, sha256) of the TFRecord file written."""
-    digest, size, count = hashlib.sha256(), 0, 0
-    with storage.open_write(path) as f:
-        for parts in records:
-            for piece in examples.tfrecord_frame_parts(parts):
-                digest.update(piece)
-                size += len(piece)
-                f.write(piece)
-            count += 1
-    return count, size, digest.hexdigest()
-
-
-def _write_array_record_local(path: str, records: Iterable[tuple[bytes, ...]]) -> int:
-    from array_record.python.array_record_module import ArrayRecordWriter
-
-    writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
-    count = 0
-    try:
-        for parts in records:
-            writer.write(b"".join(parts))
-            count += 1
-    finally:
-        writer.close()
-    return count
-
-
-def _local_sha256(path: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            digest.update(chunk)
-    return os.path.getsize(path), digest.hexdigest()
-
-
-def _write_array_record(
-    path: str, records: Iterable[tuple[bytes, ...]]
-) -> tuple[int, int, str]:
-    """ArrayRecord writes only local files: write one, then upload it when remote."""
-    if not storage.is_remote(path):
-        count = _write_array_record_local(path, records)
-        return (count, *_local_sha256(path))
-    with storage.scratch_dir() as scratch:
-        local = os.path.join(scratch, storage.basename(path))
-        count = _write_array_record_local(local, records)
-        result = (count, *_local_sha256(local))
-        storage.upload_file(local, path)
-        return result
-
-
-def write_shard(spec: ShardSpec, settings: WriteSettings) -> ShardResult:
+def write_shard(
+    spec: ShardSpec, settings: Settings, source: Source, output_dir: str
+) -> ShardResult:
     notes = MemberNotes()
-    name = shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
-    path = storage.join(settings.output_dir, name)
-    writer = _write_tfrecord if settings.file_format == TFRECORD else _write_array_record
-    count, num_bytes, sha256 = writer(path, encode_shard(spec, settings, notes))
+    name = layout.shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
+    path = storage.join(output_dir, name)
+    shard_format = formats.get(settings.file_format)
+    count, num_bytes, sha256 = shard_format.write(
+        path, encode_shard(spec, settings, source, notes)
+    )
     return ShardResult(
         spec.split, spec.index, spec.num_shards, name, count, num_bytes, sha256,
         notes.fixed, notes.skipped,

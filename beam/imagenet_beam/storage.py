@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import os
-import posixpath
 import shutil
 import tempfile
 import threading
@@ -20,12 +19,11 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+# Path arithmetic is the layout's (standard library only); every caller reaches it here too.
+from imagenet_beam.layout import basename, is_remote, join  # noqa: F401
+
 _READ_CHUNK = 8 << 20
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def use_gcs_emulator_if_set() -> bool:
@@ -48,16 +46,6 @@ def use_gcs_emulator_if_set() -> bool:
 def _remote_ready(*paths: str) -> None:
     if any(is_remote(p) for p in paths):
         use_gcs_emulator_if_set()
-
-
-def join(base: str, *parts: str) -> str:
-    if is_remote(base):
-        return posixpath.join(base, *parts)
-    return os.path.join(base, *parts)
-
-
-def basename(path: str) -> str:
-    return posixpath.basename(path.rstrip("/"))
 
 
 def exists(path: str) -> bool:

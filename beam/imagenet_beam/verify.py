@@ -1,53 +1,27 @@
 """Reading a published version back: does it hold what its lineage.json says?
 
-Used after every conversion (the demo, the DAG's validation) and by users:
-`python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0`.
+Used after every conversion (the command line, the DAG's `validate_and_record`), by the
+up-to-date check, and by users: `python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0`.
+("Decoding every image" while converting is a setting, `decode_images`; this reads the
+published output.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import struct
 
-from imagenet_beam import dataset, metadata, shards, storage
+from imagenet_beam import formats, layout, metadata, publish, storage
+from imagenet_beam.layout import COMPLETE_MARKER, LINEAGE_FILE
+from imagenet_beam.metadata import Lineage
 
 
 class VerificationError(ValueError):
     pass
 
 
-def count_tfrecords(path: str) -> int:
-    count = 0
-    with storage.open_read(path) as f:
-        while header := f.read(12):
-            if len(header) < 12:
-                raise VerificationError(f"{path} ends inside a record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, 1)
-            count += 1
-    return count
-
-
-def count_array_records(path: str) -> int:
-    from array_record.python.array_record_module import ArrayRecordReader
-
-    with storage.scratch_dir() as scratch:
-        local = path
-        if storage.is_remote(path):
-            local = storage.join(scratch, storage.basename(path))
-            with storage.open_read(path) as src, open(local, "wb") as dst:
-                dst.write(src.read())
-        reader = ArrayRecordReader(local)
-        try:
-            return reader.num_records()
-        finally:
-            reader.close()
-
-
-def _local_copy_for_decoding(version_dir: str, record: dict, scratch: str) -> str:
+def _local_copy_for_decoding(version_dir: str, record: Lineage, scratch: str) -> str:
     """A local directory TFDS can open in place of a remote version: its metadata files and
     the first shard of every split (enough to decode each split's first example).
 
@@ -59,9 +33,9 @@ def _local_copy_for_decoding(version_dir: str, record: dict, scratch: str) -> st
     names = [
         storage.basename(path)
         for path in storage.list_files(version_dir)
-        if not storage.basename(path).startswith(dataset.DATASET_NAME + "-")
+        if not layout.is_shard_file(storage.basename(path))
     ]
-    names += [info["shards"][0]["file"] for info in record["splits"].values() if info["shards"]]
+    names += [info.shards[0].file for info in record.splits.values() if info.shards]
     for name in names:
         with storage.open_read(storage.join(version_dir, name)) as src, open(
             os.path.join(local, name), "wb"
@@ -70,23 +44,18 @@ def _local_copy_for_decoding(version_dir: str, record: dict, scratch: str) -> st
     return local
 
 
-def _decode_one_per_split(version_dir: str, record: dict) -> dict:
+def _decode_one_per_split(version_dir: str, record: Lineage) -> dict:
     """Loads the version through TFDS and decodes the first image of every split."""
     import tensorflow_datasets as tfds
 
-    file_format = record["options"]["file_format"]
+    shard_format = formats.get(record.options["file_format"])
     with storage.scratch_dir() as scratch:
         if storage.is_remote(version_dir):
             version_dir = _local_copy_for_decoding(version_dir, record, scratch)
         builder = tfds.builder_from_directory(version_dir)
         decoded = {}
-        for split in sorted(record["splits"]):
-            if file_format == shards.ARRAY_RECORD:
-                example = builder.as_data_source(split=f"{split}[:1]")[0]
-                shape = tuple(example["image"].shape)
-            else:
-                first = builder.as_dataset(split=f"{split}[:1]")
-                shape = tuple(next(iter(first))["image"].shape.as_list())
+        for split in sorted(record.splits):
+            shape = tuple(shard_format.first_example(builder, split)["image"].shape)
             if len(shape) != 3 or shape[-1] != 3:
                 raise VerificationError(
                     f"{split}: first image decodes to shape {shape}, not HxWx3"
@@ -98,20 +67,20 @@ def _decode_one_per_split(version_dir: str, record: dict) -> dict:
     return decoded
 
 
-def _published_lineage(version_dir: str) -> dict:
+def published_lineage(version_dir: str) -> Lineage:
     """lineage.json of a version whose publication finished, else a VerificationError."""
-    if not metadata.is_published(version_dir):
+    if not publish.is_published(version_dir):
         raise VerificationError(
-            f"{version_dir} has no {metadata.COMPLETE_MARKER} marker: its publication did not "
+            f"{version_dir} has no {COMPLETE_MARKER} marker: its publication did not "
             "finish (or it was not made by imagenet_beam). Run the conversion again; it "
             "replaces what is there."
         )
-    marker = metadata.read_completion_marker(version_dir)
-    text = storage.read_bytes(storage.join(version_dir, metadata.LINEAGE_FILE))
+    marker = publish.read_completion_marker(version_dir)
+    text = storage.read_bytes(storage.join(version_dir, LINEAGE_FILE))
     if hashlib.sha256(text).hexdigest() != marker["lineage_sha256"]:
         raise VerificationError(
-            f"{version_dir}: {metadata.LINEAGE_FILE} is not the one its "
-            f"{metadata.COMPLETE_MARKER} marker was written for; convert again"
+            f"{version_dir}: {LINEAGE_FILE} is not the one its "
+            f"{COMPLETE_MARKER} marker was written for; convert again"
         )
     missing = [
         name for name in sorted(marker["files"])
@@ -122,7 +91,7 @@ def _published_lineage(version_dir: str) -> dict:
             f"{version_dir} lacks files it was published with: {', '.join(missing[:10])}"
             + (" …" if len(missing) > 10 else "") + "; convert again"
         )
-    return json.loads(text)
+    return metadata.read_lineage(version_dir)
 
 
 def verify_output(version_dir: str, decode: bool = True, checksums: bool = True) -> dict:
@@ -131,36 +100,39 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
     checksums=False: sizes only (no read of the shards), for a quick up-to-date check.
     A version without its completion marker (a publication that did not finish) fails.
     """
-    record = _published_lineage(version_dir)
-    file_format = record["options"]["file_format"]
-    counter = count_tfrecords if file_format == shards.TFRECORD else count_array_records
+    record = published_lineage(version_dir)
+    shard_format = formats.get(record.options["file_format"])
     problems, summary = [], {"version_dir": version_dir, "splits": {}}
-    for split, info in record["splits"].items():
+    for split, info in record.splits.items():
         total = 0
-        for shard in info["shards"]:
-            path = storage.join(version_dir, shard["file"])
+        for shard in info.shards:
+            path = storage.join(version_dir, shard.file)
             if not storage.exists(path):
-                problems.append(f"{shard['file']} is missing")
+                problems.append(f"{shard.file} is missing")
                 continue
-            facts = [("bytes", shard["num_bytes"], storage.size(path))]
+            facts = [("bytes", shard.num_bytes, storage.size(path))]
             if checksums:
-                count = counter(path)
+                try:
+                    count = shard_format.count_records(path)
+                except ValueError as e:
+                    problems.append(f"{shard.file}: {e}")
+                    continue
                 facts += [
-                    ("sha256", shard["sha256"], storage.sha256_of(path)),
-                    ("examples", shard["num_examples"], count),
+                    ("sha256", shard.sha256, storage.sha256_of(path)),
+                    ("examples", shard.num_examples, count),
                 ]
             else:
-                count = shard["num_examples"]
+                count = shard.num_examples
             total += count
             for what, want, got in facts:
                 if want != got:
-                    problems.append(f"{shard['file']}: {what} {got}, lineage.json says {want}")
-        if total != info["num_examples"]:
-            problems.append(f"{split}: {total} examples, lineage.json says {info['num_examples']}")
+                    problems.append(f"{shard.file}: {what} {got}, lineage.json says {want}")
+        if total != info.num_examples:
+            problems.append(f"{split}: {total} examples, lineage.json says {info.num_examples}")
         summary["splits"][split] = {
             "num_examples": total,
-            "num_shards": len(info["shards"]),
-            "num_bytes": info["num_bytes"],
+            "num_shards": len(info.shards),
+            "num_bytes": info.num_bytes,
         }
     if problems:
         raise VerificationError(f"{version_dir} does not match its lineage: " + "; ".join(problems))
@@ -173,6 +145,6 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
                     f"the shards hold {summary['splits'][split]['num_examples']}"
                 )
             summary["splits"][split]["first_image_shape"] = facts["first_image_shape"]
-    summary["fixed_images"] = len(record["fixed_images"])
-    summary["skipped_images"] = len(record["skipped_images"])
+    summary["fixed_images"] = len(record.fixed_images)
+    summary["skipped_images"] = len(record.skipped_images)
     return summary

@@ -117,8 +117,10 @@ def dataset_id(path: str) -> tuple[str, str]:
 
 def split_dataset_id(version_dir: str, split: str) -> tuple[str, str]:
     """A published split: the shards' common prefix, as in the split's Airflow Asset URI."""
+    from imagenet_airflow.asset_naming import split_location
+
     namespace, name = dataset_id(version_dir)
-    return namespace, f"{name.rstrip('/')}/imagenet2012-{split}"
+    return namespace, split_location(name, split)
 
 
 # --- facets -----------------------------------------------------------------------------

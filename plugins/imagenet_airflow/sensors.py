@@ -44,16 +44,20 @@ class ImageNetArchivesSensor(BaseSensorOperator):
         return list(self.splits)
 
     def poke(self, context) -> bool | PokeReturnValue:
-        from imagenet_beam import inputs
+        from imagenet_beam import run
+        from imagenet_beam.settings import Settings
 
-        found, missing = inputs.find_sources(
-            self.manual_dir, self._splits(), self.test_patch or None
-        )
-        if not missing:
-            sources = {split: source.paths for split, source in found.items()}
+        looking_for = Settings.from_mapping({
+            "manual_dir": self.manual_dir,
+            "data_dir": ".",  # not looked at
+            "splits": self._splits(),
+            "test_patch": self.test_patch or None,
+        })
+        inputs, message = run.look_for_inputs(looking_for)
+        if message is None:
+            sources = {split: source.paths for split, source in inputs.splits.items()}
             self.log.info("all archives are there: %s", sources)
             return PokeReturnValue(is_done=True, xcom_value=sources)
-        message = inputs.missing_message(self.manual_dir, missing)
         started = context["dag_run"].start_date or datetime.datetime.now(datetime.UTC)
         waited = datetime.datetime.now(datetime.UTC) - started
         limit = datetime.timedelta(minutes=float(self.wait_timeout_minutes))

@@ -11,8 +11,9 @@ import tarfile
 
 import pytest
 
-from imagenet_beam import archive_checks, dataset, synthetic
-from imagenet_beam.archive_checks import ArchiveCheckError, check_archive, check_archives
+from imagenet_beam import dataset, synthetic
+from imagenet_beam.sources import archive_checks
+from imagenet_beam.sources.archive_checks import ArchiveCheckError, check_archive, check_archives
 
 NUM_TEST = 5
 NUM_VALIDATION = 4

@@ -10,8 +10,9 @@ import tarfile
 import pytest
 from tensorflow_datasets.core.download import extractor
 
-from imagenet_beam import archives, dataset, synthetic
-from imagenet_beam.archives import ArchiveError, TarEntry
+from imagenet_beam import dataset, sources, synthetic
+from imagenet_beam.sources import tarballs
+from imagenet_beam.sources.tar import ArchiveError, TarEntry, tfds_member_name, walk_tar
 from imagenet_beam.synthetic import GeneratedInput
 
 
@@ -69,7 +70,7 @@ def special_info(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
 
 def test_list_inner_tars_gives_one_entry_per_class(generated: GeneratedInput) -> None:
     train = path_of(generated, dataset.TRAIN_ARCHIVE)
-    inner = archives.list_inner_tars(train)
+    inner = tarballs.list_inner_tars(train)
     wnids = sorted({wnid_of(m.file_name) for m in generated.split(dataset.TRAIN)})
     assert [e.name for e in inner] == [f"{w}.tar" for w in wnids]
     assert len(inner) == 3
@@ -87,8 +88,8 @@ def test_list_inner_tars_gives_one_entry_per_class(generated: GeneratedInput) ->
 def test_index_inner_tar_points_into_the_outer_tar(generated: GeneratedInput) -> None:
     train = path_of(generated, dataset.TRAIN_ARCHIVE)
     seen = {}
-    for entry in archives.list_inner_tars(train):
-        refs = archives.index_inner_tar(train, entry)
+    for entry in tarballs.list_inner_tars(train):
+        refs = tarballs.index_inner_tar(train, entry)
         wnid = entry.name[: -len(".tar")]
         in_tar_order = [
             m.file_name for m in generated.split(dataset.TRAIN) if wnid_of(m.file_name) == wnid
@@ -110,11 +111,11 @@ def test_train_member_that_is_not_a_class_tar_raises(tmp_path) -> None:
     outer = str(tmp_path / dataset.TRAIN_ARCHIVE)
     with open(outer, "wb") as f:
         f.write(synthetic.tar_bytes([("n99999999.tar", inner), ("README.tar", inner)]))
-    entries = archives.list_inner_tars(outer)
+    entries = tarballs.list_inner_tars(outer)
     assert [e.name for e in entries] == ["n99999999.tar", "README.tar"]
     for entry in entries:
         with pytest.raises(ValueError) as err:
-            archives.index_inner_tar(outer, entry)
+            tarballs.index_inner_tar(outer, entry)
         assert entry.name in str(err.value)
         assert "1000 ILSVRC 2012 classes" in str(err.value)
 
@@ -123,9 +124,9 @@ def test_inner_member_that_is_not_a_tar_raises(tmp_path) -> None:
     outer = str(tmp_path / dataset.TRAIN_ARCHIVE)
     with open(outer, "wb") as f:
         f.write(synthetic.tar_bytes([("n01440764.tar", b"not a tar at all" * 100)]))
-    (entry,) = archives.list_inner_tars(outer)
+    (entry,) = tarballs.list_inner_tars(outer)
     with pytest.raises(ArchiveError, match="n01440764.tar") as err:
-        archives.index_inner_tar(outer, entry)
+        tarballs.index_inner_tar(outer, entry)
     assert "incomplete" in str(err.value)
 
 
@@ -136,9 +137,9 @@ def test_index_inner_tar_stays_inside_its_range(tmp_path) -> None:
     outer = str(tmp_path / dataset.TRAIN_ARCHIVE)
     with open(outer, "wb") as f:
         f.write(synthetic.tar_bytes([("n01440764.tar", first), ("n01443537.tar", second)]))
-    a, b = archives.list_inner_tars(outer)
-    assert [r.file_name for r in archives.index_inner_tar(outer, a)] == ["n01440764_1.JPEG"]
-    refs = archives.index_inner_tar(outer, b)
+    a, b = tarballs.list_inner_tars(outer)
+    assert [r.file_name for r in tarballs.index_inner_tar(outer, a)] == ["n01440764_1.JPEG"]
+    refs = tarballs.index_inner_tar(outer, b)
     assert [read_at(outer, r.offset, r.size) for r in refs] == [b"two", b"2"]
 
 
@@ -147,7 +148,7 @@ def test_index_inner_tar_stays_inside_its_range(tmp_path) -> None:
 
 def test_index_validation_labels_by_file_number(generated: GeneratedInput) -> None:
     path = path_of(generated, dataset.VALIDATION_ARCHIVE)
-    refs = archives.index_flat_archive(dataset.VALIDATION, path)
+    refs = tarballs.index_flat_archive(dataset.VALIDATION, path)
     members = generated.split(dataset.VALIDATION)
     assert [r.file_name for r in refs] == [m.file_name for m in members]  # tar order, unsorted
     for ref, m in zip(refs, members, strict=True):
@@ -158,7 +159,7 @@ def test_index_validation_labels_by_file_number(generated: GeneratedInput) -> No
 
 def test_index_test_labels_are_minus_one(generated: GeneratedInput) -> None:
     path = path_of(generated, dataset.TEST_ARCHIVE_2012)
-    refs = archives.index_flat_archive(dataset.TEST, path)
+    refs = tarballs.index_flat_archive(dataset.TEST, path)
     members = generated.split(dataset.TEST)
     assert [r.file_name for r in refs] == [m.file_name for m in members]
     assert {r.label for r in refs} == {dataset.TEST_LABEL} == {-1}
@@ -181,11 +182,11 @@ def test_validation_member_with_a_nonstandard_name_raises(tmp_path, bad_name: st
     with open(path, "wb") as f:
         f.write(synthetic.tar_bytes([("ILSVRC2012_val_00000002.JPEG", b"ok"), (bad_name, b"bad")]))
     with pytest.raises(ArchiveError) as err:
-        archives.index_flat_archive(dataset.VALIDATION, path)
+        tarballs.index_flat_archive(dataset.VALIDATION, path)
     assert bad_name in str(err.value)
     assert path in str(err.value)
     # The same names are fine in the test tar, which has no labels to look up.
-    refs = archives.index_flat_archive(dataset.TEST, path)
+    refs = tarballs.index_flat_archive(dataset.TEST, path)
     assert [r.file_name for r in refs] == ["ILSVRC2012_val_00000002.JPEG", bad_name]
 
 
@@ -194,30 +195,30 @@ def test_validation_member_with_a_nonstandard_name_raises(tmp_path, bad_name: st
 
 def test_read_members_returns_exact_bytes_in_offset_order(generated: GeneratedInput) -> None:
     path = path_of(generated, dataset.VALIDATION_ARCHIVE)
-    refs = archives.index_flat_archive(dataset.VALIDATION, path)
+    refs = tarballs.index_flat_archive(dataset.VALIDATION, path)
     shuffled = list(refs)
     random.Random(3).shuffle(shuffled)
-    got = list(archives.read_members(path, shuffled))
+    got = list(sources.get().read_members(path, shuffled))
     assert [ref for ref, _ in got] == sorted(refs, key=lambda r: r.offset)
     by_name = generated.by_name(dataset.VALIDATION)
     assert all(data == by_name[ref.file_name].data for ref, data in got)
     subset = shuffled[:2]
-    assert {ref.file_name: data for ref, data in archives.read_members(path, subset)} == {
+    assert {ref.file_name: data for ref, data in sources.get().read_members(path, subset)} == {
         r.file_name: by_name[r.file_name].data for r in subset
     }
-    assert list(archives.read_members(path, [])) == []
+    assert list(sources.get().read_members(path, [])) == []
 
 
 def test_read_members_of_train_reads_through_the_outer_tar(generated: GeneratedInput) -> None:
     train = path_of(generated, dataset.TRAIN_ARCHIVE)
-    refs = [r for e in archives.list_inner_tars(train) for r in archives.index_inner_tar(train, e)]
-    got = {ref.file_name: data for ref, data in archives.read_members(train, refs)}
+    refs = [r for e in tarballs.list_inner_tars(train) for r in tarballs.index_inner_tar(train, e)]
+    got = {ref.file_name: data for ref, data in sources.get().read_members(train, refs)}
     assert got == {m.file_name: m.data for m in generated.split(dataset.TRAIN)}
 
 
 def test_read_members_of_a_truncated_tar_raises(generated: GeneratedInput, tmp_path) -> None:
     source = path_of(generated, dataset.VALIDATION_ARCHIVE)
-    refs = archives.index_flat_archive(dataset.VALIDATION, source)
+    refs = tarballs.index_flat_archive(dataset.VALIDATION, source)
     victim = sorted(refs, key=lambda r: r.offset)[3]
     with open(source, "rb") as f:
         data = f.read()
@@ -226,11 +227,11 @@ def test_read_members_of_a_truncated_tar_raises(generated: GeneratedInput, tmp_p
         f.write(data[: victim.offset + victim.size // 2])
     refs = [r._replace(archive=truncated) for r in refs]
     with pytest.raises(ArchiveError) as err:
-        list(archives.read_members(truncated, refs))
+        list(sources.get().read_members(truncated, refs))
     assert victim.file_name in str(err.value)
     assert "incomplete" in str(err.value)
     # The members before the cut are still read intact before the error.
-    reader = archives.read_members(truncated, refs)
+    reader = sources.get().read_members(truncated, refs)
     first = [next(reader) for _ in range(3)]
     by_name = generated.by_name(dataset.VALIDATION)
     assert all(d == by_name[r.file_name].data for r, d in first)
@@ -240,7 +241,7 @@ def test_indexing_a_tar_truncated_inside_a_member_raises(
     generated: GeneratedInput, tmp_path
 ) -> None:
     source = path_of(generated, dataset.VALIDATION_ARCHIVE)
-    refs = sorted(archives.index_flat_archive(dataset.VALIDATION, source), key=lambda r: r.offset)
+    refs = sorted(tarballs.index_flat_archive(dataset.VALIDATION, source), key=lambda r: r.offset)
     with open(source, "rb") as f:
         data = f.read()
     for cut in (refs[2].offset + 1, refs[-1].offset + refs[-1].size - 1):
@@ -248,7 +249,7 @@ def test_indexing_a_tar_truncated_inside_a_member_raises(
         with open(truncated, "wb") as f:
             f.write(data[:cut])
         with pytest.raises(ArchiveError, match="incomplete"):
-            archives.index_flat_archive(dataset.VALIDATION, truncated)
+            tarballs.index_flat_archive(dataset.VALIDATION, truncated)
 
 
 def test_a_tar_cut_at_a_header_boundary_or_all_zeros_raises(
@@ -256,7 +257,7 @@ def test_a_tar_cut_at_a_header_boundary_or_all_zeros_raises(
 ) -> None:
     # tarfile itself takes these for a normal end of archive.
     source = path_of(generated, dataset.VALIDATION_ARCHIVE)
-    refs = sorted(archives.index_flat_archive(dataset.VALIDATION, source), key=lambda r: r.offset)
+    refs = sorted(tarballs.index_flat_archive(dataset.VALIDATION, source), key=lambda r: r.offset)
     with open(source, "rb") as f:
         data = f.read()
     header_of_fourth = refs[3].offset - tarfile.BLOCKSIZE
@@ -267,7 +268,7 @@ def test_a_tar_cut_at_a_header_boundary_or_all_zeros_raises(
         cut = tmp_path / name
         cut.write_bytes(content)
         with pytest.raises(ArchiveError, match="incomplete"):
-            archives.index_flat_archive(dataset.VALIDATION, str(cut))
+            tarballs.index_flat_archive(dataset.VALIDATION, str(cut))
 
 
 # --- not a tar ----------------------------------------------------------------------------
@@ -289,9 +290,9 @@ def test_a_file_that_is_not_a_tar_raises_archive_error(tmp_path, content: bytes)
     with open(path, "wb") as f:
         f.write(content)
     for index in (
-        lambda: archives.index_flat_archive(dataset.VALIDATION, path),
-        lambda: archives.index_flat_archive(dataset.TEST, path),
-        lambda: archives.list_inner_tars(path),
+        lambda: tarballs.index_flat_archive(dataset.VALIDATION, path),
+        lambda: tarballs.index_flat_archive(dataset.TEST, path),
+        lambda: tarballs.list_inner_tars(path),
     ):
         with pytest.raises(ArchiveError) as err:
             index()
@@ -341,14 +342,14 @@ MEMBER_NAMES = [
 
 @pytest.mark.parametrize("name", MEMBER_NAMES)
 def test_member_names_are_what_tfds_makes_of_them(name: str) -> None:
-    assert archives.tfds_member_name(name) == extractor._normpath(name)
+    assert tfds_member_name(name) == extractor._normpath(name)
 
 
 def test_member_name_drops_and_keeps() -> None:
     for dropped in (".DS_Store", "._x.JPEG", "d/.x", "x~", "/abs/x.JPEG", "../x.JPEG"):
-        assert archives.tfds_member_name(dropped) is None, dropped
-    assert archives.tfds_member_name("./d//x.JPEG") == "d/x.JPEG"
-    assert archives.tfds_member_name("n01440764_1.JPEG") == "n01440764_1.JPEG"
+        assert tfds_member_name(dropped) is None, dropped
+    assert tfds_member_name("./d//x.JPEG") == "d/x.JPEG"
+    assert tfds_member_name("n01440764_1.JPEG") == "n01440764_1.JPEG"
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
@@ -374,7 +375,7 @@ def test_odd_members_are_indexed_like_tfds_iterates_them(tmp_path, fmt: int) -> 
     path = str(tmp_path / "odd.tar")
     write_tar(path, entries, fmt)
 
-    refs = archives.index_flat_archive(dataset.TEST, path)
+    refs = tarballs.index_flat_archive(dataset.TEST, path)
     ours = [(r.file_name, read_at(path, r.offset, r.size)) for r in refs]
     with open(path, "rb") as f:
         tfds = [(name, fobj.read()) for name, fobj in extractor.iter_tar(f, stream=True)]
@@ -392,13 +393,13 @@ def test_odd_members_are_indexed_like_tfds_iterates_them(tmp_path, fmt: int) -> 
             ("ünïcödé_猫.JPEG", b"non-ascii name"),
         ]
     assert ours == expected
-    assert [(r.file_name, d) for r, d in archives.read_members(path, refs)] == expected
+    assert [(r.file_name, d) for r, d in sources.get().read_members(path, refs)] == expected
 
 
 def test_walk_tar_reads_headers_of_a_range(tmp_path) -> None:
     """walk_tar's offsets are relative to the file object it is given."""
     body = synthetic.tar_bytes([("a.JPEG", b"AAA"), ("b.JPEG", b"BBBB")])
-    entries = list(archives.walk_tar(io.BytesIO(body), "in-memory tar"))
+    entries = list(walk_tar(io.BytesIO(body), "in-memory tar"))
     assert entries == [TarEntry("a.JPEG", 512, 3), TarEntry("b.JPEG", 1536, 4)]
     assert [body[e.offset : e.offset + e.size] for e in entries] == [b"AAA", b"BBBB"]
 
@@ -414,9 +415,9 @@ def test_headers_checksummed_over_signed_bytes_are_accepted_like_tarfile_does() 
     signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 0x20
     data[148:156] = b"%06o\0 " % signed
     assert tarfile.open(fileobj=io.BytesIO(bytes(data))).getnames() == ["n01440764_\u00e9.JPEG"]
-    assert list(archives.walk_tar(io.BytesIO(bytes(data)), "old tar")) == [
+    assert list(walk_tar(io.BytesIO(bytes(data)), "old tar")) == [
         TarEntry("n01440764_\u00e9.JPEG", 512, 3)
     ]
     data[0] ^= 0x01  # any other damage is refused
     with pytest.raises(ArchiveError, match="checksum"):
-        list(archives.walk_tar(io.BytesIO(bytes(data)), "damaged tar"))
+        list(walk_tar(io.BytesIO(bytes(data)), "damaged tar"))

@@ -232,7 +232,8 @@ def test_existing_output_is_kept_unless_overwrite_and_leftovers_are_cleared(tmp_
     generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
     out = tmp_path / "out"
     convert(generated.manual_dir, out, "--splits=validation", "--direct_running_mode=in_memory")
-    again = convert(generated.manual_dir, out, "--splits=validation",
+    # Other settings: a different version, which is not replaced without --overwrite.
+    again = convert(generated.manual_dir, out, "--splits=validation", "--num_shards=3",
                     "--direct_running_mode=in_memory", check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 

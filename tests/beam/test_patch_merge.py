@@ -9,9 +9,9 @@ import tarfile
 
 import pytest
 
-from imagenet_beam import dataset, patch_merge, synthetic
-from imagenet_beam.archives import ArchiveError
-from imagenet_beam.patch_merge import UnsafeMemberError, merge_test_patch
+from imagenet_beam import dataset, layout, synthetic
+from imagenet_beam.sources.patch_merge import UnsafeMemberError, merge_test_patch
+from imagenet_beam.sources.tar import ArchiveError
 from imagenet_beam.synthetic import GeneratedInput
 
 
@@ -71,7 +71,7 @@ def patch_entries(generated: GeneratedInput, prefix: str = "") -> list[tuple[str
 
 
 def test_merge_equals_the_patched_tar(generated: GeneratedInput, tmp_path) -> None:
-    output = str(tmp_path / "work" / patch_merge.MERGED_TEST_ARCHIVE)
+    output = str(tmp_path / "work" / layout.MERGED_TEST_ARCHIVE)
     report = merge_test_patch(*inputs(generated), output)
 
     assert members(output) == members(path_of(generated, dataset.TEST_ARCHIVE_PATCHED))
@@ -86,7 +86,7 @@ def test_merge_equals_the_patched_tar(generated: GeneratedInput, tmp_path) -> No
     )
     assert report.to_dict()["replaced"] == report.replaced
     assert sorted(os.listdir(tmp_path / "work")) == sorted(
-        [patch_merge.MERGED_TEST_ARCHIVE, patch_merge.MERGED_TEST_ARCHIVE + ".merge.json"]
+        [layout.MERGED_TEST_ARCHIVE, layout.MERGED_TEST_ARCHIVE + ".merge.json"]
     )
 
 
@@ -98,13 +98,13 @@ def test_merge_is_deterministic(generated: GeneratedInput, tmp_path) -> None:
 
 
 def test_default_output_is_not_the_published_name(tmp_path) -> None:
-    output = patch_merge.default_output(str(tmp_path))
+    output = layout.OutputLayout(str(tmp_path)).merged_test_archive
     assert output == os.path.join(str(tmp_path), "ILSVRC2012_img_test_merged.tar")
     assert os.path.basename(output) not in dataset.PUBLISHED_ARCHIVES
 
 
 def test_unchanged_inputs_reuse_the_output(generated: GeneratedInput, tmp_path) -> None:
-    output = str(tmp_path / patch_merge.MERGED_TEST_ARCHIVE)
+    output = str(tmp_path / layout.MERGED_TEST_ARCHIVE)
     first = merge_test_patch(*inputs(generated), output)
     before = os.stat(output).st_mtime_ns
     again = merge_test_patch(*inputs(generated), output)
@@ -121,7 +121,7 @@ def test_unchanged_inputs_reuse_the_output(generated: GeneratedInput, tmp_path) 
 def test_changed_patch_merges_again(generated: GeneratedInput, tmp_path) -> None:
     test_tar = shutil.copy(path_of(generated, dataset.TEST_ARCHIVE_2012), tmp_path)
     patch = shutil.copy(path_of(generated, synthetic.PATCH_ARCHIVE), tmp_path)
-    output = str(tmp_path / "out" / patch_merge.MERGED_TEST_ARCHIVE)
+    output = str(tmp_path / "out" / layout.MERGED_TEST_ARCHIVE)
     merge_test_patch(test_tar, patch, output)
 
     st = os.stat(patch)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from imagenet_beam import pipeline, plan
-from imagenet_beam.archives import MemberRef
+from imagenet_beam.layout import StagingLayout
+from imagenet_beam.sources import MemberRef
 
 
 def _refs(split: str, archive: str, n: int, label: int = 3, stem: str = "n0000") -> list[MemberRef]:
@@ -39,7 +40,7 @@ def test_planning_a_split_writes_one_member_list_per_shard(tmp_path):
             [MemberRef("validation", archive, 512 * i, 10, f"v{n}_{i}.JPEG", i) for i in range(6)],
         )
         index_files.append(path)
-    tasks = list(pipeline._plan_group(("validation", index_files), 3, work))
+    tasks = list(pipeline._plan_group(("validation", index_files), 3, StagingLayout(work)))
     assert [(s, i, k) for s, i, k, _ in tasks] == [("validation", i, 3) for i in range(3)]
     written = [pipeline._read_ordered_members(path) for *_, path in tasks]
     expected = plan.plan_split(

@@ -8,9 +8,9 @@ import pytest
 from tensorflow_datasets.core import hashing, naming
 from tensorflow_datasets.core.utils import shard_utils
 
-from imagenet_beam import dataset, plan
-from imagenet_beam.archives import MemberRef
+from imagenet_beam import dataset, layout, plan
 from imagenet_beam.plan import PlanError
+from imagenet_beam.sources import MemberRef
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -272,11 +272,11 @@ def test_plan_empty_split_raises() -> None:
 
 def test_shard_file_name() -> None:
     assert (
-        plan.shard_file_name("train", "tfrecord", 3, 1024)
+        layout.shard_file_name("train", "tfrecord", 3, 1024)
         == "imagenet2012-train.tfrecord-00003-of-01024"
     )
     assert (
-        plan.shard_file_name("validation", "array_record", 0, 1)
+        layout.shard_file_name("validation", "array_record", 0, 1)
         == "imagenet2012-validation.array_record-00000-of-00001"
     )
 
@@ -297,7 +297,7 @@ def test_shard_file_name_is_tfds_template(split: str, fmt: str, index: int, coun
         filetype_suffix=fmt,
     )
     expected = template.sharded_filepath(shard_index=index, num_shards=count)
-    assert plan.shard_file_name(split, fmt, index, count) == expected.name
+    assert layout.shard_file_name(split, fmt, index, count) == expected.name
 
 
 @pytest.mark.parametrize("count", [0, -1])

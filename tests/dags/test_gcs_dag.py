@@ -107,12 +107,13 @@ def test_gcs_run_reports_the_published_splits(runs, generated):
 
 def test_a_version_without_marker_is_not_kept(runs):
     """The skip check of a re-run ignores a version whose publication did not finish."""
-    from imagenet_airflow import tasks
+    from imagenet_beam import run
 
     conf = runs["gcs"][0]
     lineage = json.loads(_blobs("dag-data", f"tfds/{VERSION}/lineage.json")[
         f"tfds/{VERSION}/lineage.json"
     ])
-    assert tasks._published_and_intact(conf["data_dir"], lineage["fingerprint"])
+    settings = run.settings_from(conf)
+    assert run.up_to_date(settings, lineage["fingerprint"])
     gcs_client().bucket("dag-data").blob(f"tfds/{VERSION}/_COMPLETE").delete()
-    assert tasks._published_and_intact(conf["data_dir"], lineage["fingerprint"]) is None
+    assert run.up_to_date(settings, lineage["fingerprint"]) is None

@@ -127,6 +127,7 @@ def _operator_command(kwargs: dict) -> tuple[object, list[str]]:
 
 @pytest.fixture(scope="module")
 def dataflow_launch(gcs_server, imagenet_dag, tmp_path_factory):  # noqa: F811
+    from imagenet_airflow import dataflow_launch as launch
     """The convert task's launcher for one split, run as the operator runs it, writing the
     job it would submit to the local GCS server instead of submitting it."""
     from imagenet_airflow import tasks
@@ -157,7 +158,7 @@ def dataflow_launch(gcs_server, imagenet_dag, tmp_path_factory):  # noqa: F811
         mp.setenv("IMAGENET_BEAM_SETUP_FILE", str(source / "setup.py"))
         verified = tasks.verify_archives(params)
         plan = tasks.plan_conversion(params, verified, None, RUN_ID)
-        kwargs = tasks.convert_operator_kwargs(params, plan["jobs"])
+        kwargs = launch.convert_operator_kwargs(params, plan["jobs"])
         [job_kwargs] = kwargs
         # The connection the DAG names, as docker-compose.yaml defines it: no key, i.e.
         # Application Default Credentials (the operator's hook only looks it up here).
@@ -277,8 +278,10 @@ def test_the_staged_package_is_imagenet_beam_and_installs(dataflow_launch, tmp_p
             next(m for m in sdist.getmembers() if m.name.endswith("/PKG-INFO")
                  and m.name.count("/") == 1)
         ).read().decode()
-    for module in ("pipeline", "convert", "shards", "archives", "plan", "images", "examples",
-                   "metadata", "storage", "dataset", "beam_main", "dataflow"):
+    for module in ("pipeline", "run", "settings", "layout", "shards", "plan", "images",
+                   "examples", "metadata", "publish", "storage", "dataset", "beam_main",
+                   "dataflow", "sources/__init__", "sources/tarballs", "sources/tar",
+                   "formats/__init__", "formats/tfrecord", "formats/array_record"):
         assert f"imagenet_beam/{module}.py" in members, module
     assert "Name: imagenet-beam" in pkg_info or "Name: imagenet_beam" in pkg_info
 
@@ -307,14 +310,16 @@ def test_the_package_is_built_outside_its_source_directory(dataflow_launch):
 
 
 def test_direct_runner_tasks_do_not_defer(imagenet_dag, tmp_path):  # noqa: F811
+    from imagenet_airflow import dataflow_launch as launch
     from imagenet_airflow import tasks
 
     params = _params(
         imagenet_dag, manual_dir=str(tmp_path), data_dir=str(tmp_path / "out"),
         splits=["train", "validation"], num_workers=2,
     )
-    jobs = tasks.conversion_jobs(params, None, str(tmp_path / "staging"), RUN_ID)
-    kwargs = tasks.convert_operator_kwargs(params, jobs)
+    jobs = tasks.conversion_jobs(params, {}, str(tmp_path / "staging"),
+                                 RUN_ID)
+    kwargs = launch.convert_operator_kwargs(params, jobs)
     assert [k["pipeline_options"]["splits"] for k in kwargs] == ["train", "validation"]
     for k in kwargs:
         assert k["runner"] == "DirectRunner" and k["deferrable"] is False
@@ -323,13 +328,15 @@ def test_direct_runner_tasks_do_not_defer(imagenet_dag, tmp_path):  # noqa: F811
 
 
 def test_dataflow_options(imagenet_dag, monkeypatch):  # noqa: F811
+    from imagenet_airflow import dataflow_launch as launch
     from imagenet_airflow import tasks
+    from imagenet_beam import settings
 
     monkeypatch.setenv("IMAGENET_BEAM_SETUP_FILE", "/opt/airflow/beam/setup.py")
     bucket = "gs://b"
     params = _params(imagenet_dag, **_dataflow_conf(bucket, dataflow_staging_location=None,
                                                      splits=["train", "validation"]))
-    jobs = tasks.conversion_jobs(params, None, f"{bucket}/staging", RUN_ID)
+    jobs = tasks.conversion_jobs(params, {}, f"{bucket}/staging", RUN_ID)
     train, validation = (
         {k: v for k, v in job.items() if k in DATAFLOW_OPTION_NAMES} for job in jobs
     )
@@ -347,8 +354,7 @@ def test_dataflow_options(imagenet_dag, monkeypatch):  # noqa: F811
     }
     # Only reviewed option names: no credentials or keys ever travel in the options.
     for job in jobs:
-        conversion = {"manual_dir", "data_dir", "splits", "file_format", "num_shards",
-                      "on_corrupt", "validate", "resize", "stage_only", "staging_dir"}
+        conversion = set(settings.BY_NAME)  # the conversion's own settings, one table
         assert set(job) <= DATAFLOW_OPTION_NAMES | conversion, set(job)
     assert train["job_name"] != validation["job_name"]
 
@@ -356,15 +362,16 @@ def test_dataflow_options(imagenet_dag, monkeypatch):  # noqa: F811
     defaults = _params(imagenet_dag, **{k: v for k, v in _dataflow_conf(bucket).items()
                                         if k not in ("dataflow_machine_type",
                                                      "dataflow_staging_location")})
-    [job] = tasks.conversion_jobs(defaults, None, f"{bucket}/staging", RUN_ID)
+    [job] = tasks.conversion_jobs(defaults, {}, f"{bucket}/staging",
+                                  RUN_ID)
     assert job["worker_machine_type"] == "n2-standard-4"
     assert job["staging_location"] == f"{bucket}/dataflow/tmp/staging"
 
     with pytest.raises(ValueError, match="dataflow_project, dataflow_temp_location"):
-        tasks.dataflow_options({**params, "dataflow_project": None,
+        launch.dataflow_options({**params, "dataflow_project": None,
                                 "dataflow_temp_location": None}, "train", RUN_ID)
     with pytest.raises(ValueError, match="manual_dir must be gs://"):
-        tasks.dataflow_options({**params, "manual_dir": "/data/imagenet"}, "train", RUN_ID)
+        launch.dataflow_options({**params, "manual_dir": "/data/imagenet"}, "train", RUN_ID)
 
 
 @pytest.mark.parametrize("run_id", [
@@ -376,7 +383,7 @@ def test_dataflow_options(imagenet_dag, monkeypatch):  # noqa: F811
     None,
 ])
 def test_job_names_follow_dataflows_rule(run_id):
-    from imagenet_airflow.tasks import dataflow_job_name
+    from imagenet_airflow.dataflow_launch import dataflow_job_name
 
     for split in ("train", "validation", "test"):
         name = dataflow_job_name(split, run_id)
@@ -389,11 +396,12 @@ def test_job_names_follow_dataflows_rule(run_id):
 
 
 def test_the_launcher_waits_unless_only_staging(tmp_path):
-    from imagenet_beam import convert
+    from imagenet_beam import run
+    from imagenet_beam.settings import Settings
 
-    with pytest.raises(convert.ConvertError, match="needs --stage_only"):
-        convert.stage([f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}",
-                       "--runner=DirectRunner", "--no_wait_until_finish"])
+    settings = Settings.from_mapping({"manual_dir": str(tmp_path), "data_dir": str(tmp_path)})
+    with pytest.raises(run.ConvertError, match="needs --stage_only"):
+        run.stage(settings, {}, ["--runner=DirectRunner", "--no_wait_until_finish"])
 
 
 def test_private_setup_file_copies_the_package_directory(tmp_path):
@@ -422,7 +430,7 @@ def test_private_setup_file_copies_the_package_directory(tmp_path):
 def test_compose_defines_the_dags_gcp_connection_without_a_key():
     from airflow.models.connection import Connection
 
-    from imagenet_airflow.tasks import GCP_CONN_ID
+    from imagenet_airflow.dataflow_launch import GCP_CONN_ID
     from tests.test_compose import RUNS_TASKS, _interpolate_all, environment, raw_compose, services
 
     for name in RUNS_TASKS:  # the scheduler launches, the triggerer follows the job

@@ -73,7 +73,10 @@ def test_gcs_output_has_the_same_shards_as_a_local_run(
     lineage = json.loads(remote["lineage.json"])
     assert lineage["inputs"]["train"]["path"].startswith(gcs_manual_dir)
     # Nothing else was left in the bucket: no staging prefix, no scratch files.
-    assert set(_bucket_files(gcs_bucket)) == {f"{VERSION}/{n}" for n in remote}
+    # (beside the version, only the archive checks' cache, which the next run reads).
+    kept = {n for n in _bucket_files(gcs_bucket) if not n.startswith(".imagenet2012-work/")}
+    assert kept == {f"{VERSION}/{n}" for n in remote}
+    assert {n.split("/")[1] for n in set(_bucket_files(gcs_bucket)) - kept} == {"archive-checks"}
     summary = verify.verify_output(f"{gcs_bucket}/{VERSION}", decode=True)
     assert summary["splits"]["train"]["first_image_shape"][-1] == 3
 
@@ -99,7 +102,7 @@ def _convert_until_stalled(manual_dir: str, data_dir: str, stall_on: str) -> Non
     with StallingProxy(os.environ["STORAGE_EMULATOR_HOST"], stall_on) as proxy:
         proc = subprocess.Popen(
             [sys.executable, "-m", "imagenet_beam", "convert", f"--manual_dir={manual_dir}",
-             f"--data_dir={data_dir}", "--num_shards=3"],
+             f"--data_dir={data_dir}", "--num_shards=3", "--verify_checksums=false"],
             cwd=ROOT,
             env={**os.environ, "STORAGE_EMULATOR_HOST": proxy.url},
             stdout=subprocess.DEVNULL,
@@ -150,6 +153,9 @@ def test_killed_conversions_leave_no_marker_and_the_next_run_publishes(
     assert not any(".incomplete" in name for name in _bucket_files(gcs_bucket))
     verify.verify_output(final, decode=False)
 
-    # A finished publication is kept unless --overwrite.
-    refused = convert(gcs_manual_dir, gcs_bucket, "--num_shards=3", check=False)
+    # The same conversion again has nothing to do; one with other settings is refused
+    # unless --overwrite.
+    same = convert(gcs_manual_dir, gcs_bucket, "--num_shards=3")
+    assert "is up to date" in same.stdout
+    refused = convert(gcs_manual_dir, gcs_bucket, "--num_shards=2", check=False)
     assert refused.returncode != 0 and "--overwrite" in refused.stderr

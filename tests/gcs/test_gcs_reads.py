@@ -8,7 +8,9 @@ import tarfile
 
 import pytest
 
-from imagenet_beam import archives, storage
+from imagenet_beam import sources, storage
+from imagenet_beam.sources import tarballs
+from imagenet_beam.sources.tar import ArchiveError, walk_tar
 from tests.conftest import gcs_client
 from tests.gcs.stalling_proxy import StallingProxy
 
@@ -44,14 +46,14 @@ def test_scattered_members_cost_about_their_own_bytes(gcs_bucket, through_proxy)
     path = storage.join(gcs_bucket, "val.tar")
     gcs_client().bucket(gcs_bucket[5:]).blob("val.tar").upload_from_string(_tar(members))
     refs = [
-        archives.MemberRef("validation", path, entry.offset, entry.size, entry.name, 0)
-        for entry in archives.walk_tar(storage.open_read(path), path)
+        sources.MemberRef("validation", path, entry.offset, entry.size, entry.name, 0)
+        for entry in walk_tar(storage.open_read(path), path)
         if entry.name.startswith("img_")
     ]
     wanted = refs[::2]  # every other image: 6 MB apart
 
     through_proxy.bytes_sent = 0
-    got = dict(archives.read_members(path, list(reversed(wanted))))
+    got = dict(sources.get().read_members(path, list(reversed(wanted))))
     assert {ref.file_name: data for ref, data in got.items()} == {
         ref.file_name: bytes([int(ref.file_name[4:6])]) * MEMBER for ref in wanted
     }
@@ -64,11 +66,11 @@ def test_nearby_members_share_a_request(gcs_bucket, through_proxy):
     path = storage.join(gcs_bucket, "test.tar")
     gcs_client().bucket(gcs_bucket[5:]).blob("test.tar").upload_from_string(_tar(members))
     refs = [
-        archives.MemberRef("test", path, e.offset, e.size, e.name, -1)
-        for e in archives.walk_tar(storage.open_read(path), path)
+        sources.MemberRef("test", path, e.offset, e.size, e.name, -1)
+        for e in walk_tar(storage.open_read(path), path)
     ]
     through_proxy.requests = 0
-    got = list(archives.read_members(path, refs))
+    got = list(sources.get().read_members(path, refs))
     assert [data for _, data in got] == [bytes([i]) * 5_000 for i in range(60)]
     assert through_proxy.requests <= 3
 
@@ -80,7 +82,7 @@ def test_listing_the_train_tar_reads_headers_not_classes(gcs_bucket, through_pro
     gcs_client().bucket(gcs_bucket[5:]).blob("ILSVRC2012_img_train.tar").upload_from_string(data)
 
     through_proxy.bytes_sent = 0
-    inner = archives.list_inner_tars(path)
+    inner = tarballs.list_inner_tars(path)
     assert [e.name for e in inner] == [name for name, _ in classes]
     assert through_proxy.bytes_sent < len(data) / 10
 
@@ -88,9 +90,9 @@ def test_listing_the_train_tar_reads_headers_not_classes(gcs_bucket, through_pro
 def test_members_past_the_end_of_a_truncated_object_are_reported(gcs_bucket, through_proxy):
     data = _tar([("a.JPEG", b"a" * 5_000), ("b.JPEG", b"b" * 5_000)])
     path = storage.join(gcs_bucket, "cut.tar")
-    entries = list(archives.walk_tar(io.BytesIO(data), path))
+    entries = list(walk_tar(io.BytesIO(data), path))
     gcs_client().bucket(gcs_bucket[5:]).blob("cut.tar").upload_from_string(data[:2_000])
-    refs = [archives.MemberRef("test", path, e.offset, e.size, e.name, -1) for e in entries]
+    refs = [sources.MemberRef("test", path, e.offset, e.size, e.name, -1) for e in entries]
     for wanted in (refs[:1], refs[1:]):  # ends inside the member; starts past the end
-        with pytest.raises(archives.ArchiveError, match="ends inside member"):
-            list(archives.read_members(path, wanted))
+        with pytest.raises(ArchiveError, match="ends inside member"):
+            list(sources.get().read_members(path, wanted))

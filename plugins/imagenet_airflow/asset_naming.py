@@ -1,4 +1,4 @@
-"""How a published split is named and described to Airflow (Asset events) and in XCom."""
+"""How a published split is named to Airflow (Asset events) and to OpenLineage."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 
 from airflow.sdk import Asset, AssetAlias
 
+from imagenet_beam import dataset, layout
+
 # Events are attached through an alias so that only the splits a run produced get one.
-SPLITS_ALIAS = AssetAlias(name="imagenet2012_splits")
+SPLITS_ALIAS = AssetAlias(name=f"{dataset.DATASET_NAME}_splits")
 
 
 def _uri(path: str) -> str:
@@ -17,12 +19,17 @@ def _uri(path: str) -> str:
     return "file://" + os.path.abspath(path)
 
 
+def split_location(version_dir: str, split: str) -> str:
+    """A published split: the shards' common prefix (`<version dir>/imagenet2012-<split>`)."""
+    return f"{version_dir.rstrip('/')}/{layout.shard_prefix(split)}"
+
+
 def split_asset(version_dir: str, split: str) -> Asset:
-    """One Asset per split and output location, e.g. imagenet2012/5.1.0/train."""
+    """One Asset per split and output location, e.g. imagenet2012/5.1.0/train@file:///…"""
     return Asset(
-        name=f"imagenet2012/5.1.0/{split}@{_uri(version_dir)}",
-        uri=f"{_uri(version_dir)}/imagenet2012-{split}",
-        group="imagenet2012",
+        name=f"{dataset.DATASET_NAME}/{dataset.VERSION}/{split}@{_uri(version_dir)}",
+        uri=split_location(_uri(version_dir), split),
+        group=dataset.DATASET_NAME,
     )
 
 

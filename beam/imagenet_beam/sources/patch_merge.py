@@ -24,12 +24,11 @@ import tarfile
 from typing import Any, BinaryIO
 
 from imagenet_beam import storage
-from imagenet_beam.archive_checks import CheckedTarInfo, tar_end_problem
-from imagenet_beam.archives import ArchiveError
+from imagenet_beam.sources.archive_checks import CheckedTarInfo, tar_end_problem
+from imagenet_beam.sources.tar import ArchiveError
 
 log = logging.getLogger(__name__)
 
-MERGED_TEST_ARCHIVE = "ILSVRC2012_img_test_merged.tar"
 SIDECAR_SUFFIX = ".merge.json"
 _SIDECAR_VERSION = 1
 _TAR_FORMAT = tarfile.PAX_FORMAT
@@ -55,11 +54,6 @@ class PatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def default_output(work_dir: str) -> str:
-    """Where the merged test tar goes by default (not the manual dir: it is our product)."""
-    return storage.join(work_dir, MERGED_TEST_ARCHIVE)
 
 
 def _unsafe_reason(info: tarfile.TarInfo) -> str | None:

@@ -1,8 +1,7 @@
-"""Reading the ILSVRC tarballs by their headers, and their members by offset.
+"""Walking a tar by its 512-byte headers only, as any tar-shaped source needs.
 
-Nothing here loads a whole archive: indexing walks tar headers only (seeking over member
-data), and a train class's inner tar is walked in place inside the outer tar.
-Member names are kept or dropped the way TFDS's tar iteration does, so `file_name`s match.
+Nothing here loads an archive: the walk seeks over member data. Member names are kept or
+dropped the way TFDS's tar iteration does, so `file_name`s match TFDS's.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
-
-from imagenet_beam import dataset, storage
 
 
 class ArchiveError(ValueError):
@@ -22,17 +19,6 @@ class TarEntry(NamedTuple):
     name: str  # as TFDS names it (normalised path)
     offset: int  # of the member's data, from the start of the file walked
     size: int
-
-
-class MemberRef(NamedTuple):
-    """Where one image lives: enough to read it back without touching anything else."""
-
-    split: str
-    archive: str  # path of the (outer) archive
-    offset: int  # absolute offset of the member's data in `archive`
-    size: int
-    file_name: str
-    label: int
 
 
 def tfds_member_name(path: str) -> str | None:
@@ -159,56 +145,3 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
             if member is not None:
                 yield TarEntry(member, data, size)
         pos = data + _blocks(size)
-
-
-HEADER_WALK_BUFFER = 64 << 10
-
-
-def list_inner_tars(train_archive: str) -> list[TarEntry]:
-    """The per-class tars inside the train archive, in archive order."""
-    # ~140 MB apart: small reads, or GCS would fetch 16 MiB for every 512-byte header.
-    with storage.open_read(train_archive, buffer_size=HEADER_WALK_BUFFER) as f:
-        return list(walk_tar(f, train_archive))
-
-
-def index_inner_tar(train_archive: str, inner: TarEntry) -> list[MemberRef]:
-    """The images of one class, with offsets into the outer train archive."""
-    label = dataset.train_label(inner.name)
-    with storage.open_read(train_archive) as f:
-        view = storage.RangeReader(f, inner.offset, inner.size)
-        entries = list(walk_tar(view, f"{train_archive} member {inner.name}"))
-    return [
-        MemberRef(dataset.TRAIN, train_archive, inner.offset + e.offset, e.size, e.name, label)
-        for e in entries
-    ]
-
-
-def index_flat_archive(split: str, archive: str) -> list[MemberRef]:
-    """The images of the validation or test tar, labelled."""
-    with storage.open_read(archive) as f:
-        entries = list(walk_tar(f, archive))
-    refs = []
-    for e in entries:
-        if split == dataset.VALIDATION:
-            try:
-                label = dataset.validation_label(e.name)
-            except ValueError as err:
-                raise ArchiveError(f"{archive}: {err}") from None
-        else:
-            label = dataset.TEST_LABEL
-        refs.append(MemberRef(split, archive, e.offset, e.size, e.name, label))
-    return refs
-
-
-def read_members(archive: str, refs: list[MemberRef]) -> Iterator[tuple[MemberRef, bytes]]:
-    """Member bytes, read in offset order (sequential on disk; on GCS, ranged requests for
-    about the members' bytes only)."""
-    ordered = sorted(refs, key=lambda r: r.offset)
-    ranges = [(ref.offset, ref.size) for ref in ordered]
-    for ref, data in zip(ordered, storage.read_ranges(archive, ranges), strict=True):
-        if len(data) != ref.size:
-            raise ArchiveError(
-                f"{archive} ends inside member {ref.file_name}: the download is "
-                "incomplete, download it again"
-            )
-        yield ref, data

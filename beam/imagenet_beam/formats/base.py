@@ -1,0 +1,33 @@
+"""What a shard file format does: write a shard, count its records, read one back."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+# A serialized example in pieces (see `examples.example_parts`): writers that take pieces
+# never copy the image bytes into a joined record.
+RecordPieces = tuple[bytes, ...]
+
+
+class WriteResult(NamedTuple):
+    num_records: int
+    num_bytes: int
+    sha256: str
+
+
+class ShardFormat(abc.ABC):
+    name: str  # TFDS's file-format name, also the shard file suffix
+
+    @abc.abstractmethod
+    def write(self, path: str, records: Iterable[RecordPieces]) -> WriteResult:
+        """Writes the records, in order, to `path` (local or gs://)."""
+
+    @abc.abstractmethod
+    def count_records(self, path: str) -> int:
+        """How many records the shard at `path` holds (reads headers or the index only)."""
+
+    @abc.abstractmethod
+    def first_example(self, builder: Any, split: str) -> dict[str, Any]:
+        """The split's first example, decoded through TFDS (`builder_from_directory`)."""

@@ -1,0 +1,433 @@
+"""One conversion, step by step: the API both front doors call.
+
+    find_inputs → check_archives → merge_test_patch → up_to_date → stage → publish → verify
+
+The command line's `convert` runs every step (`convert`); the Airflow DAG runs each step as
+its own task (retries, the graph and the UI show them apart), with the Beam job (`stage`)
+launched per split by the Beam operator. Each step takes the run's `Settings` and what the
+steps before it returned; what crosses a task boundary has `to_dict`/`from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from imagenet_beam import dataset, sources, storage
+from imagenet_beam import publish as publication
+from imagenet_beam.layout import OutputLayout, StagingLayout
+from imagenet_beam.settings import Settings, SettingsError
+from imagenet_beam.sources import SplitInput
+from imagenet_beam.sources.archive_checks import ArchiveCheck
+
+log = logging.getLogger(__name__)
+
+
+class ConvertError(ValueError):
+    """Bad input or settings; the message says what is wrong and what to do."""
+
+
+# --- find the inputs -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What each requested split is converted from, in one input layout."""
+
+    source: str
+    manual_dir: str
+    splits: dict[str, SplitInput]
+
+    @property
+    def paths(self) -> list[str]:
+        """Every file the run reads, once each: what the archive checks cover."""
+        return sorted({p for split_input in self.splits.values() for p in split_input.paths})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "manual_dir": self.manual_dir,
+            "splits": {split: s.to_dict() for split, s in self.splits.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Inputs:
+        splits = {split: SplitInput(**s) for split, s in d["splits"].items()}
+        return cls(d["source"], d["manual_dir"], splits)
+
+
+def look_for_inputs(settings: Settings) -> tuple[Inputs, str | None]:
+    """(what was found, None) when every requested split's files are there, else (what
+    was found, a message listing everything missing with the download instructions)."""
+    source = sources.get()
+    found, missing = source.find(
+        settings.manual_dir, settings.splits, settings.test_patch, settings.test_archive
+    )
+    inputs = Inputs(source.name, settings.manual_dir, found)
+    if not missing:
+        return inputs, None
+    return inputs, source.missing_message(settings.manual_dir, missing)
+
+
+def find_inputs(settings: Settings) -> Inputs:
+    inputs, missing = look_for_inputs(settings)
+    if missing:
+        raise ConvertError(missing + " Or ask only for the splits you have (--splits).")
+    return inputs
+
+
+# --- check the archives ----------------------------------------------------------------
+
+
+def check_archives(settings: Settings, inputs: Inputs) -> list[ArchiveCheck]:
+    """Size, sha256 (against the published values when `verify_checksums`) and
+    readability to the end of every archive; cached by path, size and modification time,
+    so a re-run does not read 155 GB again."""
+    from imagenet_beam.sources import archive_checks
+
+    try:
+        return archive_checks.check_archives(
+            inputs.paths,
+            verify_checksum=settings.verify_checksums,
+            cache_dir=OutputLayout(settings.data_dir).archive_checks_dir,
+        )
+    except archive_checks.ArchiveCheckError as e:
+        raise ConvertError(str(e)) from None
+
+
+# --- merge the test patch --------------------------------------------------------------
+
+
+def merge_test_patch(settings: Settings, inputs: Inputs) -> dict[str, Any] | None:
+    """Merges the 2012 test tar with the patch when the test split needs it; the merge's
+    report (what it replaced), or None when there is nothing to merge."""
+    from imagenet_beam.sources import patch_merge
+    from imagenet_beam.sources.tar import ArchiveError
+
+    test = inputs.splits.get(dataset.TEST)
+    if not test or not test.patch:
+        return None
+    try:
+        report = patch_merge.merge_test_patch(
+            test.archive, test.patch, OutputLayout(settings.data_dir).merged_test_archive
+        )
+    except (patch_merge.UnsafeMemberError, ArchiveError) as e:
+        raise ConvertError(str(e)) from None
+    return report.to_dict()
+
+
+def conversion_inputs(inputs: Inputs, merged: Mapping[str, Any] | None) -> dict[str, str]:
+    """split → the path its Beam job reads (the merged test tar in place of the 2012 one)."""
+    paths = {split: s.archive for split, s in inputs.splits.items()}
+    if merged:
+        paths[dataset.TEST] = merged["output"]
+    return paths
+
+
+# --- up to date? -----------------------------------------------------------------------
+
+
+def fingerprint(settings: Settings, checks: Sequence[ArchiveCheck | Mapping[str, Any]]) -> str:
+    """Identifies a conversion: the archives' content and every setting that shapes output
+    (`Setting.shapes_output`), and the producer's version."""
+    from imagenet_beam import metadata
+
+    rows = [c if isinstance(c, Mapping) else c.to_dict() for c in checks]
+    archives = sorted((a["name"], a["size"], a["sha256"]) for a in rows)
+    text = json.dumps(
+        {
+            "archives": archives,
+            "settings": settings.fingerprint_fields(),
+            "producer": metadata.producer()["version"],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def up_to_date(settings: Settings, wanted: str) -> str | None:
+    """Why the published version can be kept, or None when it must be converted (again):
+    it must be complete, made with this fingerprint, and still match its lineage (marker,
+    files, shard sizes; a full re-read is `verify`'s)."""
+    from imagenet_beam import metadata, verify
+
+    final = OutputLayout(settings.data_dir).version_dir
+    if not publication.is_published(final):
+        if storage.list_files(final):
+            log.info("%s has no completion marker (an unfinished publication): converting", final)
+        return None
+    if metadata.read_lineage(final).fingerprint != wanted:
+        log.info("published %s was made from other inputs or settings: converting", final)
+        return None
+    try:
+        verify.verify_output(final, decode=False, checksums=False)
+    except verify.VerificationError as e:
+        log.warning("published %s no longer matches its lineage (%s): converting", final, e)
+        return None
+    return (
+        f"{final} is up to date: published from the same archives and settings, nothing to do"
+    )
+
+
+def may_replace(settings: Settings, wanted: str) -> bool:
+    """Whether publishing may replace what is at the version directory without
+    --overwrite: nothing there, a killed publication of ours, or ours with this fingerprint."""
+    from imagenet_beam import metadata
+
+    final = OutputLayout(settings.data_dir).version_dir
+    existing = publication.existing_version(final)
+    if existing is None or settings.overwrite:
+        return True
+    return existing == "published" and metadata.read_lineage(final).fingerprint == wanted
+
+
+# --- stage (the Beam job) --------------------------------------------------------------
+
+
+def _with_runner_defaults(argv: Sequence[str]):
+    """Pipeline options with the runner named explicitly (recent Beam may otherwise pick
+    one that downloads), and the DirectRunner on every core unless told otherwise.
+
+    Threads, not processes, by default: the heavy work (reading, hashing, CRCs, writing,
+    JPEG decoding) runs in C with the GIL released, and threads start no interpreters.
+    """
+    from apache_beam.options.pipeline_options import (
+        DirectOptions,
+        PipelineOptions,
+        StandardOptions,
+    )
+
+    options = PipelineOptions(list(argv))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if standard.runner in ("DirectRunner", "direct") and "--direct_running_mode" not in given:
+        direct = options.view_as(DirectOptions)
+        direct.direct_running_mode = "multi_threading"
+        if "--direct_num_workers" not in given:
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options
+
+
+def staging_dir(settings: Settings) -> str:
+    return settings.staging_dir or OutputLayout(settings.data_dir).staging_dir
+
+
+def prepare_staging(settings: Settings) -> str:
+    """Clears what a killed run left in the staging directory; returns its path."""
+    path = staging_dir(settings)
+    storage.delete_tree(path)
+    return path
+
+
+def _check_results(results, splits: Sequence[str]) -> None:
+    for split in splits:
+        mine = [r for r in results if r.split == split]
+        if not mine or sorted(r.index for r in mine) != list(range(mine[0].num_shards)):
+            raise ConvertError(
+                f"the pipeline finished without writing every shard of {split!r} "
+                f"(wrote {len(mine)}); run again"
+            )
+
+
+def stage(
+    settings: Settings, paths: Mapping[str, str], beam_args: Sequence[str] = ()
+) -> str:
+    """Runs the Beam job for the requested splits into the staging directory, replacing
+    those splits' earlier attempts there. Nothing is visible until `publish`.
+
+    paths: split → what it is read from (`conversion_inputs`); beam_args: Beam's own
+    pipeline options (runner, workers, Dataflow's project...). Returns the staging dir.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from imagenet_beam import pipeline, shards
+
+    options = _with_runner_defaults([*beam_args, *settings.to_flags()])
+    no_wait = options.view_as(StandardOptions).no_wait_until_finish
+    if no_wait and not settings.stage_only:
+        raise ConvertError(
+            "--no_wait_until_finish needs --stage_only: publish once the job has finished "
+            "(python -m imagenet_beam publish)"
+        )
+    staged = StagingLayout(staging_dir(settings))
+    for split in settings.splits:
+        publication.clear_staged_split(staged, split)
+    storage.makedirs(staged.staging_dir)
+    storage.makedirs(staged.results_dir)
+    runner = options.view_as(StandardOptions).runner
+    for split, path in paths.items():
+        record = {
+            "split": split,
+            "input": {"path": path, "size": storage.size(path)},
+            "settings": settings.lineage(),
+            "runner": runner,
+        }
+        storage.write_bytes(
+            staged.split_record(split), json.dumps(record, sort_keys=True).encode()
+        )
+    log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
+    with beam.Pipeline(options=options) as p:
+        pipeline.build_pipeline(p, sources.get(), sorted(paths.items()), settings, staged)
+    if no_wait:
+        # Submitted (a Dataflow job under Airflow: the convert task follows the job, not
+        # this launcher). `publish` checks that every shard was written.
+        log.info("submitted the pipeline for %s; not waiting for it to finish", list(paths))
+        return staged.staging_dir
+    _check_results(list(shards.iter_results(staged.results_dir)), list(paths))
+    return staged.staging_dir
+
+
+# --- publish ---------------------------------------------------------------------------
+
+
+def _warnings(results) -> list[str]:
+    notes = []
+    for split in dataset.SPLITS:
+        count = sum(r.num_examples for r in results if r.split == split)
+        full = dataset.FULL_SPLIT_SIZES[split]
+        if count and count != full:
+            notes.append(f"{split}: {count} examples, full ILSVRC 2012 has {full}")
+    return notes
+
+
+def _staged_records(staged: StagingLayout) -> list[dict]:
+    return [
+        json.loads(storage.read_bytes(path))
+        for path in storage.list_files(staged.work_dir)
+        if staged.is_split_record(path)
+    ]
+
+
+def publish(
+    data_dir: str,
+    staging: str | None = None,
+    *,
+    overwrite: bool = False,
+    **provenance: Any,
+):
+    """Writes TFDS metadata and lineage.json for what is staged, then makes it visible in
+    one step (see `publish.swap_in`). Returns the `metadata.Lineage` written.
+
+    provenance: fingerprint, archives (the checks), test_patch (the merge's report),
+    airflow (the DAG run) — recorded in lineage.json.
+    """
+    from imagenet_beam import metadata, shards
+
+    output = OutputLayout(data_dir)
+    staged = StagingLayout(staging or output.staging_dir)
+    records = _staged_records(staged)
+    if not records:
+        raise ConvertError(f"nothing is staged in {staged.staging_dir}: run the conversion first")
+    splits = [s for s in dataset.SPLITS if s in {r["split"] for r in records}]
+
+    def same_output(record: dict) -> str:
+        shaping = {k: v for k, v in record["settings"].items() if k not in ("splits",)}
+        return json.dumps([shaping, record["runner"]], sort_keys=True)
+
+    if len({same_output(r) for r in records}) != 1:
+        raise ConvertError(
+            f"the splits staged in {staged.staging_dir} were converted with different "
+            f"settings ({sorted(same_output(r) for r in records)}); convert them again with "
+            "the same settings"
+        )
+    options = {**records[0]["settings"], "splits": splits, "runner": records[0]["runner"]}
+    results = list(shards.iter_results(staged.results_dir))
+    _check_results(results, splits)
+    try:
+        publication.refuse_to_replace(output.version_dir, overwrite)
+    except publication.PublishError as e:
+        raise ConvertError(str(e)) from None
+
+    storage.delete_tree(staged.work_dir)
+    metadata.write_tfds_metadata(staged.staging_dir, options["file_format"], results)
+    record = metadata.lineage_record(
+        results,
+        inputs={r["split"]: r["input"] for r in records},
+        options=options,
+        warnings=_warnings(results),
+        **provenance,
+    )
+    metadata.write_lineage(staged.staging_dir, record)
+    publication.swap_in(staged.staging_dir, output)
+    log.info("published %s", output.version_dir)
+    return record
+
+
+# --- verify ----------------------------------------------------------------------------
+
+
+def verify(settings: Settings, *, decode: bool = True, checksums: bool = True) -> dict:
+    """Reads the published version back (see `verify.verify_output`)."""
+    from imagenet_beam import verify as verification
+
+    try:
+        return verification.verify_output(
+            OutputLayout(settings.data_dir).version_dir, decode=decode, checksums=checksums
+        )
+    except verification.VerificationError as e:
+        raise ConvertError(str(e)) from None
+
+
+# --- every step ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    version_dir: str
+    up_to_date: bool
+    reason: str | None = None
+    lineage: Any = None  # metadata.Lineage, when this run published
+    verified: dict | None = None
+
+
+def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
+    """Every step: the command line's `convert`."""
+    version_dir = OutputLayout(settings.data_dir).version_dir
+    inputs = find_inputs(settings)
+    checks = check_archives(settings, inputs)
+    for check in checks:
+        log.info(
+            "%s: %s bytes, sha256 %s%s", check.name, f"{check.size:,}", check.sha256,
+            " (matches the published checksum)" if check.verified_against else "",
+        )
+    merged = merge_test_patch(settings, inputs)
+    wanted = fingerprint(settings, checks)
+    reason = up_to_date(settings, wanted)
+    if reason and not settings.force:
+        return Outcome(version_dir, up_to_date=True, reason=reason)
+    if not may_replace(settings, wanted):
+        try:
+            publication.refuse_to_replace(version_dir, overwrite=False)
+        except publication.PublishError as e:
+            raise ConvertError(str(e)) from None
+    staged = stage(
+        settings.replace(staging_dir=prepare_staging(settings)),
+        conversion_inputs(inputs, merged),
+        beam_args,
+    )
+    record = publish(
+        settings.data_dir,
+        staged,
+        overwrite=True,
+        fingerprint=wanted,
+        archives=[c.to_dict() for c in checks],
+        test_patch=merged,
+    )
+    verified = verify(settings, decode=True, checksums=False)
+    return Outcome(version_dir, up_to_date=False, lineage=record, verified=verified)
+
+
+def settings_from(values: Mapping[str, Any]) -> Settings:
+    """Settings from a DAG run's params (or any mapping), as a ConvertError when bad."""
+    try:
+        return Settings.from_mapping(values)
+    except SettingsError as e:
+        raise ConvertError(str(e)) from None

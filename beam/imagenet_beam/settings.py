@@ -1,0 +1,366 @@
+"""Every conversion setting, once: its type, allowed values, default and help text.
+
+Standard library only, so the DAG builds its trigger form from this table at parse time
+without importing TensorFlow or Beam. The same table gives the command line its flags
+(`add_arguments`), validates values from either front door (`Settings.from_mapping`),
+turns them back into flags for the Beam launcher (`Settings.to_flags`), records them in
+lineage (`Settings.lineage`) and says which of them shape the output (`fingerprint_fields`).
+Adding a setting is one entry here plus the code that acts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from imagenet_beam import dataset
+
+TFRECORD = "tfrecord"
+ARRAY_RECORD = "array_record"
+FILE_FORMATS = (TFRECORD, ARRAY_RECORD)  # each is one class in formats/
+ON_CORRUPT_FAIL = "fail"
+ON_CORRUPT_SKIP = "skip"
+ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
+# Same bound as Pillow's decompression-bomb warning: ~89.5 megapixels. Pillow itself
+# refuses to open anything beyond twice that, so that is as high as max_pixels can go.
+DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+MAX_PIXELS_CEILING = 2 * DEFAULT_MAX_PIXELS
+RESIZE_PATTERN = r"^(shorter|max):[1-9][0-9]*$"
+
+# Sections of the DAG's trigger form.
+INPUT = "Input and output"
+CONVERSION = "Conversion"
+EXECUTION = "Execution"
+
+
+class SettingsError(ValueError):
+    """A setting with a value it cannot have; the message names the flag and what to give."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str  # the flag (--name), the DAG param and the lineage key
+    kind: str  # "str", "int", "bool" or "splits" (a list of split names)
+    default: Any
+    title: str
+    help: str
+    section: str = CONVERSION
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    nullable: bool = False  # None (empty in the form) is allowed and means the default rule
+    required: bool = False
+    aliases: tuple[str, ...] = ()  # older names, still accepted as flags and in a DAG's conf
+    shapes_output: bool = False  # part of the up-to-date fingerprint
+    in_lineage: bool = True
+    in_form: bool = True  # a param of the DAG's trigger form
+    internal: bool = False  # between the DAG and its Beam launcher; not in help or form
+
+    def check(self, value: Any) -> Any:
+        """The value normalised, or a SettingsError saying what is wrong."""
+        flag = f"--{self.name}"
+        if value is None or (value == "" and self.kind == "str"):
+            if self.required:
+                raise SettingsError(f"{flag} is required")
+            if self.kind == "bool":
+                return bool(self.default)
+            return None if self.nullable or self.default is None else self.default
+        if self.kind == "bool":
+            return _boolean(value, flag)
+        if self.kind == "int":
+            if isinstance(value, bool):
+                raise SettingsError(f"{flag}={value}: give a whole number")
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise SettingsError(f"{flag}={value}: give a whole number") from None
+            if self.minimum is not None and value < self.minimum or (
+                self.maximum is not None and value > self.maximum
+            ):
+                bounds = f"from {self.minimum}" + (
+                    f" to {self.maximum}" if self.maximum is not None else " up"
+                )
+                raise SettingsError(f"{flag}={value}: give a number {bounds}")
+            return value
+        if self.kind == "splits":
+            return _splits(value, flag)
+        value = str(value)
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{flag}={value}: choose one of {', '.join(self.choices)}")
+        if self.pattern and not re.fullmatch(self.pattern.strip("^$"), value):
+            raise SettingsError(f"{flag}={value}: {self.help}")
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        """The keyword arguments of this setting's Airflow `Param` (a JSON schema)."""
+        base = {"str": "string", "int": "integer", "bool": "boolean", "splits": "array"}[self.kind]
+        schema: dict[str, Any] = {
+            "type": ["null", base] if self.nullable else base,
+            "title": self.title,
+            "description": self.help,
+            "section": self.section,
+        }
+        if self.kind == "splits":
+            schema.update(
+                items={"type": "string", "enum": list(dataset.SPLITS)}, minItems=1, uniqueItems=True
+            )
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.pattern:
+            schema["pattern"] = self.pattern
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.required and base == "string":
+            schema["minLength"] = 1
+        return schema
+
+
+def _boolean(value: Any, flag: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(f"{flag}={value}: give true or false")
+
+
+def _splits(value: Any, flag: str) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = sorted(set(names) - set(dataset.SPLITS))
+    if unknown or not names:
+        raise SettingsError(
+            f"{flag}={','.join(names)} is not a list of {', '.join(dataset.SPLITS)}"
+        )
+    return [s for s in dataset.SPLITS if s in names]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "manual_dir", "str", None, "Manual directory",
+        "Folder (local path or gs://bucket/prefix) holding the archives downloaded from "
+        "image-net.org.",
+        section=INPUT, required=True,
+    ),
+    Setting(
+        "data_dir", "str", None, "Data directory",
+        "TFDS data_dir (local path or gs://): the output goes to DATA_DIR/imagenet2012/5.1.0/.",
+        section=INPUT, required=True,
+    ),
+    Setting(
+        "splits", "splits", list(dataset.SPLITS), "Splits",
+        "Which splits to convert (train, validation, test); each needs only its own archive.",
+        section=INPUT, shapes_output=True,
+    ),
+    Setting(
+        "test_patch", "str", None, "Test patch file",
+        f"File name of the October 2019 test patch tar in the manual directory, merged into "
+        f"{dataset.TEST_ARCHIVE_2012} before conversion. Not needed when the patched "
+        f"{dataset.TEST_ARCHIVE_PATCHED} is there. Empty: take {dataset.TEST_ARCHIVE_2012} as "
+        "already patched (what TFDS assumes).",
+        section=INPUT, nullable=True, shapes_output=True,
+    ),
+    Setting(
+        "test_archive", "str", None, "Test archive",
+        f"File name (or full path) of the test tar to convert; default: "
+        f"{dataset.TEST_ARCHIVE_PATCHED} when present, else {dataset.TEST_ARCHIVE_2012}.",
+        section=INPUT, nullable=True, in_form=False, in_lineage=False,  # inputs has it
+    ),
+    Setting(
+        "verify_checksums", "bool", True, "Verify checksums",
+        "Compare archive sizes and sha256 with the values image-net.org publishes (every "
+        "archive is read to its end either way). Turn off for subsets, custom or generated data.",
+        section=INPUT,
+    ),
+    Setting(
+        "file_format", "str", TFRECORD, "File format",
+        "Shard format: tfrecord (tfds.load / as_dataset) or array_record (as_data_source, "
+        "random access).",
+        choices=FILE_FORMATS, shapes_output=True,
+    ),
+    Setting(
+        "num_shards", "int", None, "Shards per split",
+        "Shards per split. Empty: TFDS's rule (64 MiB – 1 GiB a shard, 1024 for train).",
+        minimum=1, nullable=True, shapes_output=True,
+    ),
+    Setting(
+        "on_corrupt", "str", ON_CORRUPT_FAIL, "Corrupt images",
+        "A member that is not a usable image: fail the run, or skip it and list it in "
+        "lineage.json.",
+        choices=ON_CORRUPT_POLICIES, shapes_output=True,
+    ),
+    Setting(
+        "decode_images", "bool", False, "Decode every image",
+        "Decode all of every image's compressed data (about 1 ms each) instead of checking "
+        "headers and JPEG completeness.",
+        aliases=("validate", "validate_images"), shapes_output=True,
+    ),
+    Setting(
+        "resize", "str", None, "Resize",
+        "Empty: keep every image's bytes (as TFDS). shorter:N or max:N: re-encode every image "
+        "scaled down so that its shorter (or longer) side is at most N pixels.",
+        pattern=RESIZE_PATTERN, nullable=True, shapes_output=True,
+    ),
+    Setting(
+        "max_pixels", "int", DEFAULT_MAX_PIXELS, "Largest image (pixels)",
+        "Images claiming more pixels than this are treated as corrupt (default: Pillow's "
+        "decompression-bomb limit).",
+        minimum=1, maximum=MAX_PIXELS_CEILING, shapes_output=True,
+    ),
+    Setting(
+        "force", "bool", False, "Convert even if up to date",
+        "Convert again even when the published version was made from the same archives and "
+        "settings and still verifies.",
+        section=EXECUTION, in_lineage=False,
+    ),
+    Setting(
+        "overwrite", "bool", False, "Replace a different version",
+        "Replace a published version made from other archives or settings (or by another "
+        "tool) instead of refusing.",
+        section=EXECUTION, in_lineage=False, in_form=False,
+    ),
+    Setting(
+        "stage_only", "bool", False, "Stage only",
+        "Write only the requested splits into the staging directory and publish nothing; "
+        "`python -m imagenet_beam publish` does that.",
+        in_lineage=False, in_form=False, internal=True,
+    ),
+    Setting(
+        "staging_dir", "str", None, "Staging directory",
+        "Where shards are written before they become visible; default: "
+        "DATA_DIR/imagenet2012/.5.1.0.incomplete.",
+        nullable=True, in_lineage=False, in_form=False, internal=True,
+    ),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+_ALIASES = {alias: s.name for s in SETTINGS for alias in s.aliases}
+
+
+class Settings:
+    """One conversion's settings, validated; read them as attributes (`settings.file_format`)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
+
+    @classmethod
+    def from_mapping(cls, given: Mapping[str, Any], *, strict: bool = False) -> Settings:
+        """From a DAG run's params or parsed flags. Older names (`validate_images`) are
+        taken; keys that are no setting (the DAG's execution params) are ignored unless
+        strict."""
+        values: dict[str, Any] = {}
+        for key, value in given.items():
+            name = _ALIASES.get(key, key)
+            if name not in BY_NAME:
+                if strict:
+                    raise SettingsError(f"--{key} is not a setting of the conversion")
+                continue
+            if name in values and key != name:
+                continue  # the current name wins over an alias
+            values[name] = value
+        return cls({s.name: s.check(values.get(s.name)) for s in SETTINGS})
+
+    def __reduce__(self):
+        return (Settings, (self._values,))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_values":
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Settings are read-only; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Settings({self._values!r})"
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings.from_mapping({**self._values, **changes}, strict=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def to_flags(self) -> list[str]:
+        """Command-line flags that give these settings back (for the Beam launcher)."""
+        flags = []
+        for s in SETTINGS:
+            value = self._values[s.name]
+            if value is None or (s.kind == "bool" and value == s.default):
+                continue
+            if s.kind == "splits":
+                value = ",".join(value)
+            elif s.kind == "bool":
+                value = "true" if value else "false"
+            flags.append(f"--{s.name}={value}")
+        return flags
+
+    def lineage(self) -> dict[str, Any]:
+        """What lineage.json records of the settings."""
+        return {s.name: self._values[s.name] for s in SETTINGS if s.in_lineage}
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The settings that shape the output, as the up-to-date fingerprint takes them."""
+        return {s.name: self._values[s.name] for s in SETTINGS if s.shapes_output}
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean flag's value: true/false (also 1/0, yes/no, on/off)."""
+    try:
+        return _boolean(text, "flag")
+    except SettingsError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give true or false") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line's flags, one per setting (older names as aliases). Values are
+    typed as Beam records them; `Settings.from_mapping` checks ranges and choices."""
+    for s in SETTINGS:
+        names = [f"--{s.name}", *(f"--{a}" for a in s.aliases)]
+        help_text = argparse.SUPPRESS if s.internal else s.help
+        if s.kind == "bool":
+            # --flag, --flag=true or --flag=false
+            parser.add_argument(
+                *names, dest=s.name, nargs="?", const=True, default=None, type=parse_bool,
+                help=help_text, metavar="true|false",
+            )
+        else:
+            kind = int if s.kind == "int" else str
+            parser.add_argument(*names, dest=s.name, default=None, type=kind, help=help_text)
+
+
+def from_namespace(namespace: argparse.Namespace | Mapping[str, Any]) -> Settings:
+    values = namespace if isinstance(namespace, Mapping) else vars(namespace)
+    return Settings.from_mapping({k: v for k, v in values.items() if k in BY_NAME})
+
+
+def form_params(defaults: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """name → (default, JSON schema) of every setting in the DAG's trigger form.
+
+    `defaults` lets the deployment choose defaults (folders, the patch's file name) without
+    restating a setting's type or choices.
+    """
+    defaults = dict(defaults or {})
+    params = {}
+    for s in SETTINGS:
+        if not s.in_form:
+            continue
+        default = defaults.pop(s.name, s.default)
+        params[s.name] = {"default": default, **s.json_schema()}
+    if defaults:
+        raise SettingsError(f"no such settings in the form: {', '.join(sorted(defaults))}")
+    return params
