@@ -1,8 +1,10 @@
 """TFDS-compatible `tf.train.Example`s and TFRecord framing, without TensorFlow.
 
 The wire format is small and fixed (three features), so encoding it directly is both
-faster than building protos through TensorFlow and deterministic: features are always
-written in sorted key order. TFDS/tf.data parse the result as any other Example.
+faster than building protos through TensorFlow and deterministic: the features are always
+written in FEATURE_ORDER, the order TFDS's writer hands them to protobuf, so the records
+are byte for byte those of `tfds build imagenet2012` (see FEATURE_ORDER for when TFDS
+itself keeps that order). TFDS/tf.data parse the result as any other Example.
 """
 
 from __future__ import annotations
@@ -15,6 +17,29 @@ import google_crc32c
 FEATURE_IMAGE = "image"
 FEATURE_LABEL = "label"
 FEATURE_FILE_NAME = "file_name"
+
+FEATURE_ORDER = (FEATURE_IMAGE, FEATURE_LABEL, FEATURE_FILE_NAME)
+"""The order of the entries of `Example.features.feature` in every record we write.
+
+It is the order TFDS gives them: `tfds.features.FeaturesDict` keeps its features in the
+order of the dict literal in `Imagenet2012._info()` (image, label, file_name);
+`example_serializer.ExampleSerializer` flattens `features.get_serialized_info()` in that
+order and `_dict_to_tf_example` builds the `feature` map from a dict in that order, then
+calls `SerializeToString()` (not deterministic=True, which would sort the keys). The
+order in features.json does not govern it: TFDS writes that file with sorted keys
+(`json.dumps(..., sort_keys=True)` in `FeatureConnector.save_config`).
+
+Whether protobuf keeps the dict's order is up to its runtime. The pure-Python runtime
+(PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python) writes map entries in insertion order, so
+TFDS's records come out in exactly this order, every run. The default upb runtime writes a
+map in its hash table's order, with a hash seeded by the address of a static variable
+(upb/hash/common.c, `_upb_Seed`), so under ASLR each process picks one of the six orders
+of these three keys: measured over 370 processes, all six occur, this one in 91 (about one
+in four); within a process the order is fixed and independent of insertion order. So TFDS
+under upb does not reproduce its own bytes from run to run; we write the order TFDS asks
+for, which is what it writes whenever protobuf keeps it. tests/beam/test_examples.py
+checks this tuple against TFDS's own FeaturesDict.
+"""
 
 _LENGTH_DELIMITED = 2
 
@@ -72,21 +97,28 @@ def _file_name_head(length: int) -> bytes:
     return _bytes_entry_head(FEATURE_FILE_NAME, length)
 
 
+if sorted(FEATURE_ORDER) != sorted((FEATURE_IMAGE, FEATURE_LABEL, FEATURE_FILE_NAME)):
+    raise AssertionError(f"FEATURE_ORDER must order the three features: {FEATURE_ORDER}")
+_BEFORE_IMAGE = FEATURE_ORDER[: FEATURE_ORDER.index(FEATURE_IMAGE)]
+_AFTER_IMAGE = FEATURE_ORDER[FEATURE_ORDER.index(FEATURE_IMAGE) + 1 :]
+
+
 def example_parts(image: bytes, label: int, file_name: str) -> tuple[bytes, bytes, bytes]:
     """A serialized `tf.train.Example` with TFDS imagenet2012's features, in three pieces:
     everything before the image bytes, the image bytes themselves, everything after.
 
-    Writers that take pieces (TFRecord here) never copy the image into a record buffer.
+    The features are in FEATURE_ORDER. Writers that take pieces (TFRecord here) never copy
+    the image into a record buffer.
     """
     name = file_name.encode("utf-8")
+    entries = {
+        FEATURE_LABEL: _int64_entry(FEATURE_LABEL, label),
+        FEATURE_FILE_NAME: _file_name_head(len(name)) + name,
+    }
     head = b"".join(
-        (
-            _file_name_head(len(name)),
-            name,
-            _bytes_entry_head(FEATURE_IMAGE, len(image)),
-        )
+        [*(entries[key] for key in _BEFORE_IMAGE), _bytes_entry_head(FEATURE_IMAGE, len(image))]
     )
-    tail = _int64_entry(FEATURE_LABEL, label)
+    tail = b"".join([entries[key] for key in _AFTER_IMAGE])
     features_length = len(head) + len(image) + len(tail)
     return _prefix(1, features_length) + head, image, tail
 

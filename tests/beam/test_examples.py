@@ -1,8 +1,11 @@
-"""Hand-encoded Examples and TFRecord frames must be what TensorFlow itself writes."""
+"""Hand-encoded Examples and TFRecord frames must be what TFDS and TensorFlow write."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -19,8 +22,13 @@ CASES = [
     (b"", 1, "empty_image.JPEG"),
     (b"x", 127, "a"),
     (b"y" * 200, 128, "b"),
+    (b"z" * 16383, 7, "n01440764_16383.JPEG"),  # the largest 2-byte length varint
+    (b"z" * 16384, 8, "n01440764_16384.JPEG"),  # the smallest 3-byte one
+    (b"\xff\xd8" + bytes(range(256)) * 80, -1, "ILSVRC2012_test_00100000.JPEG"),  # 20 KiB
     (LARGE_IMAGE, 999, "ILSVRC2012_val_00050000.JPEG"),
     (LARGE_IMAGE, -1, "ünïcödé_猫_🐱.JPEG"),
+    (b"y" * 300, -1, "ñ" * 100 + "_long_名前.JPEG"),  # file name over 127 UTF-8 bytes
+    (b"y" * 129, 0, "n" * 200 + ".JPEG"),
     (b"\x00\x01\x02", 2**62, "big_label.JPEG"),
     (b"\x00", -(2**63), "most_negative_label.JPEG"),
     (b"\xff\xd8 image", 5, ""),
@@ -55,12 +63,106 @@ def test_encode_example_parses_to_the_same_features(
     assert parsed == tf_example(image, label, file_name)
 
 
+# TFDS's writer, as `tfds build` runs it: `features.encode_example` then
+# `ExampleSerializer.serialize_example`, for the imagenet2012 builder's own features. It runs
+# under the pure-Python protobuf runtime, which writes map entries in the order TFDS inserts
+# them; the default upb runtime picks a random order per process (see
+# examples.FEATURE_ORDER), so TFDS's bytes are only reproducible this way.
+_TFDS_SERIALIZE = """
+import pickle, sys
+from google.protobuf.internal import api_implementation
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import example_serializer
+
+assert api_implementation.Type() == "python", api_implementation.Type()
+features = tfds.builder("imagenet2012").info.features
+serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+with open(sys.argv[1], "rb") as f:
+    cases = pickle.load(f)
+out = []
+for image, label, file_name in cases:
+    example = {"image": image, "label": label, "file_name": file_name}
+    if -1 <= label < features["label"].num_classes:  # else ClassLabel refuses it
+        example = features.encode_example(example)
+    out.append(serializer.serialize_example(example))
+with open(sys.argv[2], "wb") as f:
+    pickle.dump(out, f)
+"""
+
+PURE_PYTHON_PROTOBUF = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+
+
+@pytest.fixture(scope="module")
+def tfds_serialized(tmp_path_factory) -> list[bytes]:
+    """TFDS's serialized Example for each of CASES, from its own serializer."""
+    tmp = tmp_path_factory.mktemp("tfds_serialized")
+    cases, out = tmp / "cases.pickle", tmp / "out.pickle"
+    cases.write_bytes(pickle.dumps(CASES))
+    subprocess.run(
+        [sys.executable, "-c", _TFDS_SERIALIZE, str(cases), str(out)],
+        check=True,
+        env={**os.environ, **PURE_PYTHON_PROTOBUF},
+        timeout=300,
+    )
+    return pickle.loads(out.read_bytes())
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+def test_encode_example_is_tfds_serializer_bytes(case: int, tfds_serialized) -> None:
+    image, label, file_name = CASES[case]
+    assert examples.encode_example(image, label, file_name) == tfds_serialized[case]
+
+
+def test_feature_order_is_the_order_tfds_serializes() -> None:
+    """FEATURE_ORDER is the order of TFDS's imagenet2012 FeaturesDict, flattened as
+    ExampleSerializer flattens it (the order its feature dict is built in)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import utils
+
+    features = tfds.builder("imagenet2012").info.features
+    assert list(utils.flatten_nest_dict(features.get_serialized_info())) == list(
+        examples.FEATURE_ORDER
+    )
+    assert list(features.keys()) == list(examples.FEATURE_ORDER)
+
+
+def _fields(buf: bytes) -> list[tuple[int, bytes]]:
+    """(field number, payload) of each length-delimited field of a message, in wire order."""
+
+    def varint(i: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = buf[i]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if byte < 0x80:
+                return value, i
+
+    out, i = [], 0
+    while i < len(buf):
+        tag, i = varint(i)
+        assert tag & 7 == 2, tag
+        length, i = varint(i)
+        out.append((tag >> 3, buf[i : i + length]))
+        i += length
+    return out
+
+
+def wire_feature_order(serialized: bytes) -> list[str]:
+    """The keys of Example.features.feature in the order their entries are written."""
+    [(number, features)] = _fields(serialized)
+    assert number == 1  # Example.features
+    return [dict(_fields(entry))[1].decode() for _, entry in _fields(features)]
+
+
 @pytest.mark.parametrize(("image", "label", "file_name"), CASES, ids=IDS)
-def test_encode_example_is_tensorflows_deterministic_bytes(
+def test_encode_example_writes_features_in_feature_order(
     image: bytes, label: int, file_name: str
 ) -> None:
-    expected = tf_example(image, label, file_name).SerializeToString(deterministic=True)
-    assert examples.encode_example(image, label, file_name) == expected
+    serialized = examples.encode_example(image, label, file_name)
+    assert wire_feature_order(serialized) == list(examples.FEATURE_ORDER)
+    assert examples.FEATURE_ORDER == ("image", "label", "file_name")
 
 
 def test_encode_example_parses_with_tf_io_like_tfds() -> None:
