@@ -12,7 +12,8 @@ import functools
 import json
 from collections.abc import Iterator
 
-from imagenet_beam import examples, formats, images, layout, storage
+from imagenet_beam import formats, images, layout, storage
+from imagenet_beam.formats import tfds_schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
 from imagenet_beam.sources import MemberRef, Source
@@ -92,7 +93,7 @@ def encode_shard(
     spec: ShardSpec, settings: Settings, source: Source, notes: MemberNotes
 ) -> Iterator[tuple[bytes, bytes, bytes]]:
     """The shard's serialized examples in key order, one at a time, each in the three
-    pieces of `examples.example_parts`.
+    pieces of `tfds_schema.example_parts`.
 
     Members are read in offset order first (sequential reads), then encoded in key order;
     each member's bytes are dropped as its record is yielded, so a shard is held in memory
@@ -127,7 +128,7 @@ def encode_shard(
             ) from None
         if prepared.fix:
             notes.fixed.append(_member_note(ref, prepared.fix))
-        yield examples.example_parts(prepared.data, ref.label, ref.file_name)
+        yield tfds_schema.example_parts(prepared.data, ref.label, ref.file_name)
 
 
 def write_shard(

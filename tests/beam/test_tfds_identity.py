@@ -3,7 +3,7 @@
 TFDS runs in a subprocess under the pure-Python protobuf runtime, which writes the entries
 of each Example's feature map in the order TFDS inserts them. Under the default upb runtime
 that order is drawn per process from a hash seeded by a memory address (see
-`imagenet_beam.examples.FEATURE_ORDER`), so TFDS's own shards change from run to run and
+`imagenet_beam.formats.tfds_schema.FEATURE_ORDER`), so TFDS's own shards change from run to run and
 nothing could match them reliably; under the pure-Python runtime they are reproducible, and
 they are what upb writes in the runs that keep TFDS's order.
 

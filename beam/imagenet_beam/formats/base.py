@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-# A serialized example in pieces (see `examples.example_parts`): writers that take pieces
+# A serialized example in pieces (see `tfds_schema.example_parts`): writers that take pieces
 # never copy the image bytes into a joined record.
 RecordPieces = tuple[bytes, ...]
 

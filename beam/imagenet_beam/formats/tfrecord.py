@@ -7,10 +7,42 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from imagenet_beam import examples, settings, storage
+import google_crc32c
+
+from imagenet_beam import settings, storage
 from imagenet_beam.formats.base import RecordPieces, ShardFormat, WriteResult
 
 _HEADER = 12  # uint64 length + masked CRC32C of the length
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(data))
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
+    return b"".join(tfrecord_frame_parts((record,)))
+
+
+def tfrecord_frame_parts(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The TFRecord of the record made of `parts`, as pieces to write one after another.
+
+    The framing goes into the first and last pieces; what lies between (the image, in
+    `example_parts`) is passed on as it is, never copied into a joined record.
+    """
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    length = struct.pack("<Q", sum(len(part) for part in parts))
+    header = length + struct.pack("<I", _masked_crc(length))
+    footer = struct.pack("<I", _mask(crc))
+    if len(parts) < 2:
+        return (header, *parts, footer)
+    return (header + parts[0], *parts[1:-1], parts[-1] + footer)
 
 
 class ShardFormatError(ValueError):
@@ -24,7 +56,7 @@ class TFRecordFormat(ShardFormat):
         digest, size, count = hashlib.sha256(), 0, 0
         with storage.open_write(path) as f:
             for parts in records:
-                for piece in examples.tfrecord_frame_parts(parts):
+                for piece in tfrecord_frame_parts(parts):
                     digest.update(piece)
                     size += len(piece)
                     f.write(piece)

@@ -1,4 +1,6 @@
-"""TFDS-compatible `tf.train.Example`s and TFRecord framing, without TensorFlow.
+"""The example schema of TFDS's imagenet2012: `tf.train.Example`s without TensorFlow.
+
+(TFRecord framing is the TFRecord format's, `formats/tfrecord.py`.)
 
 The wire format is small and fixed (three features), so encoding it directly is both
 faster than building protos through TensorFlow and deterministic: the features are always
@@ -10,9 +12,6 @@ itself keeps that order). TFDS/tf.data parse the result as any other Example.
 from __future__ import annotations
 
 import functools
-import struct
-
-import google_crc32c
 
 FEATURE_IMAGE = "image"
 FEATURE_LABEL = "label"
@@ -126,33 +125,3 @@ def example_parts(image: bytes, label: int, file_name: str) -> tuple[bytes, byte
 def encode_example(image: bytes, label: int, file_name: str) -> bytes:
     """A serialized `tf.train.Example` with TFDS imagenet2012's features."""
     return b"".join(example_parts(image, label, file_name))
-
-
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    return _mask(google_crc32c.value(data))
-
-
-def tfrecord_frame(record: bytes) -> bytes:
-    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
-    return b"".join(tfrecord_frame_parts((record,)))
-
-
-def tfrecord_frame_parts(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """The TFRecord of the record made of `parts`, as pieces to write one after another.
-
-    The framing goes into the first and last pieces; what lies between (the image, in
-    `example_parts`) is passed on as it is, never copied into a joined record.
-    """
-    crc = 0
-    for part in parts:
-        crc = google_crc32c.extend(crc, part)
-    length = struct.pack("<Q", sum(len(part) for part in parts))
-    header = length + struct.pack("<I", _masked_crc(length))
-    footer = struct.pack("<I", _mask(crc))
-    if len(parts) < 2:
-        return (header, *parts, footer)
-    return (header + parts[0], *parts[1:-1], parts[-1] + footer)

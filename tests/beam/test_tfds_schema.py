@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from imagenet_beam import examples
+from imagenet_beam.formats import tfds_schema, tfrecord
 
 LARGE_IMAGE = bytes(range(256)) * (9 * 1024 + 7)  # 2.25 MiB: a 4-byte length varint
 assert len(LARGE_IMAGE) > 2 << 20
@@ -54,7 +54,7 @@ def tf_example(image: bytes, label: int, file_name: str) -> tf.train.Example:
 def test_encode_example_parses_to_the_same_features(
     image: bytes, label: int, file_name: str
 ) -> None:
-    parsed = tf.train.Example.FromString(examples.encode_example(image, label, file_name))
+    parsed = tf.train.Example.FromString(tfds_schema.encode_example(image, label, file_name))
     feature = parsed.features.feature
     assert sorted(feature) == ["file_name", "image", "label"]
     assert list(feature["image"].bytes_list.value) == [image]
@@ -67,7 +67,7 @@ def test_encode_example_parses_to_the_same_features(
 # `ExampleSerializer.serialize_example`, for the imagenet2012 builder's own features. It runs
 # under the pure-Python protobuf runtime, which writes map entries in the order TFDS inserts
 # them; the default upb runtime picks a random order per process (see
-# examples.FEATURE_ORDER), so TFDS's bytes are only reproducible this way.
+# tfds_schema.FEATURE_ORDER), so TFDS's bytes are only reproducible this way.
 _TFDS_SERIALIZE = """
 import pickle, sys
 from google.protobuf.internal import api_implementation
@@ -110,7 +110,7 @@ def tfds_serialized(tmp_path_factory) -> list[bytes]:
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
 def test_encode_example_is_tfds_serializer_bytes(case: int, tfds_serialized) -> None:
     image, label, file_name = CASES[case]
-    assert examples.encode_example(image, label, file_name) == tfds_serialized[case]
+    assert tfds_schema.encode_example(image, label, file_name) == tfds_serialized[case]
 
 
 def test_feature_order_is_the_order_tfds_serializes() -> None:
@@ -121,9 +121,9 @@ def test_feature_order_is_the_order_tfds_serializes() -> None:
 
     features = tfds.builder("imagenet2012").info.features
     assert list(utils.flatten_nest_dict(features.get_serialized_info())) == list(
-        examples.FEATURE_ORDER
+        tfds_schema.FEATURE_ORDER
     )
-    assert list(features.keys()) == list(examples.FEATURE_ORDER)
+    assert list(features.keys()) == list(tfds_schema.FEATURE_ORDER)
 
 
 def _fields(buf: bytes) -> list[tuple[int, bytes]]:
@@ -160,9 +160,9 @@ def wire_feature_order(serialized: bytes) -> list[str]:
 def test_encode_example_writes_features_in_feature_order(
     image: bytes, label: int, file_name: str
 ) -> None:
-    serialized = examples.encode_example(image, label, file_name)
-    assert wire_feature_order(serialized) == list(examples.FEATURE_ORDER)
-    assert examples.FEATURE_ORDER == ("image", "label", "file_name")
+    serialized = tfds_schema.encode_example(image, label, file_name)
+    assert wire_feature_order(serialized) == list(tfds_schema.FEATURE_ORDER)
+    assert tfds_schema.FEATURE_ORDER == ("image", "label", "file_name")
 
 
 def test_encode_example_parses_with_tf_io_like_tfds() -> None:
@@ -172,7 +172,8 @@ def test_encode_example_parses_with_tf_io_like_tfds() -> None:
         "file_name": tf.io.FixedLenFeature([], tf.string),
     }
     for image, label, file_name in CASES:
-        parsed = tf.io.parse_single_example(examples.encode_example(image, label, file_name), spec)
+        record = tfds_schema.encode_example(image, label, file_name)
+        parsed = tf.io.parse_single_example(record, spec)
         assert parsed["image"].numpy() == image
         assert int(parsed["label"].numpy()) == label
         assert parsed["file_name"].numpy().decode("utf-8") == file_name
@@ -181,10 +182,10 @@ def test_encode_example_parses_with_tf_io_like_tfds() -> None:
 def write_frames(path: str, records: list[bytes]) -> None:
     with open(path, "wb") as f:
         for record in records:
-            f.write(examples.tfrecord_frame(record))
+            f.write(tfrecord.tfrecord_frame(record))
 
 
-RECORDS = [examples.encode_example(image, label, name) for image, label, name in CASES] + [
+RECORDS = [tfds_schema.encode_example(image, label, name) for image, label, name in CASES] + [
     b"",
     b"raw bytes, not an Example",
 ]
@@ -209,7 +210,7 @@ def test_tfrecord_frames_are_the_bytes_tensorflow_writes(tmp_path) -> None:
 
 def test_tfrecord_frame_layout() -> None:
     record = b"hello"
-    frame = examples.tfrecord_frame(record)
+    frame = tfrecord.tfrecord_frame(record)
     assert len(frame) == 8 + 4 + len(record) + 4
     assert frame[:8] == len(record).to_bytes(8, "little")
     assert frame[12:-4] == record
@@ -219,21 +220,21 @@ def test_frame_pieces_are_the_frame_without_copying_the_image() -> None:
     """Shards are written as pieces: the same bytes as framing the joined record, with the
     image object passed through untouched (never copied into a record buffer)."""
     for image, label, name in CASES:
-        parts = examples.example_parts(image, label, name)
-        assert b"".join(parts) == examples.encode_example(image, label, name)
-        pieces = examples.tfrecord_frame_parts(parts)
-        assert b"".join(pieces) == examples.tfrecord_frame(b"".join(parts))
+        parts = tfds_schema.example_parts(image, label, name)
+        assert b"".join(parts) == tfds_schema.encode_example(image, label, name)
+        pieces = tfrecord.tfrecord_frame_parts(parts)
+        assert b"".join(pieces) == tfrecord.tfrecord_frame(b"".join(parts))
         assert pieces[1] is image
-    assert examples.tfrecord_frame_parts((b"solo",)) == (
-        examples.tfrecord_frame(b"solo")[:12], b"solo", examples.tfrecord_frame(b"solo")[-4:]
+    assert tfrecord.tfrecord_frame_parts((b"solo",)) == (
+        tfrecord.tfrecord_frame(b"solo")[:12], b"solo", tfrecord.tfrecord_frame(b"solo")[-4:]
     )
 
 
 @pytest.mark.parametrize("where", ["length_crc", "data", "data_crc"])
 def test_tf_rejects_a_frame_with_a_bad_checksum(tmp_path, where: str) -> None:
     """Proves the read-back test above really checks our CRCs."""
-    record = examples.encode_example(b"\xff\xd8 image", 3, "x.JPEG")
-    frame = bytearray(examples.tfrecord_frame(record))
+    record = tfds_schema.encode_example(b"\xff\xd8 image", 3, "x.JPEG")
+    frame = bytearray(tfrecord.tfrecord_frame(record))
     position = {"length_crc": 9, "data": 20, "data_crc": len(frame) - 1}[where]
     frame[position] ^= 0x01
     path = os.path.join(str(tmp_path), "bad.tfrecord")
