@@ -67,6 +67,37 @@ def test_same_examples_as_tfds(split, awkward_input, tfds_output, tfrecord_outpu
             assert image == their_image == member.data, name
 
 
+def _tfds_label_file(name: str) -> list[str]:
+    """A label list shipped with the installed TFDS imagenet2012 builder."""
+    import tensorflow_datasets
+
+    folder = os.path.join(os.path.dirname(tensorflow_datasets.__file__), "datasets", "imagenet2012")
+    with open(os.path.join(folder, name)) as f:
+        return f.read().split()
+
+
+def test_validation_labels_come_from_the_number_in_the_name(tmp_path):
+    # A validation tar with gaps in its numbering: sorted position is not the number.
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("validation",), num_validation=10,
+        missing_validation=(2, 5, 6),
+    )
+    convert(generated.manual_dir, tmp_path / "out", "--splits=validation",
+            "--direct_running_mode=in_memory")
+    stored = read_tfrecord_examples(version_dir(tmp_path / "out"), "validation")
+    class_ids = {wnid: i for i, wnid in enumerate(_tfds_label_file("labels.txt"))}
+    line_of_number = _tfds_label_file("validation_labels.txt")
+    assert set(stored) == set(generated.by_name("validation"))
+    expected = {}
+    for name in stored:
+        number = int(name[len("ILSVRC2012_val_") : -len(".JPEG")])
+        expected[name] = class_ids[line_of_number[number - 1]]
+    assert {name: label for name, (label, _) in stored.items()} == expected
+    # the gaps make labelling by sorted position give other labels
+    by_position = [class_ids[w] for w in line_of_number[: len(stored)]]
+    assert [expected[n] for n in sorted(stored)] != by_position
+
+
 def test_every_awkward_kind_was_generated(awkward_input):
     kinds = {m.kind for m in awkward_input.members}
     assert set(synthetic.AWKWARD_KINDS) <= kinds
