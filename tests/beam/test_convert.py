@@ -67,6 +67,39 @@ def test_same_examples_as_tfds(split, awkward_input, tfds_output, tfrecord_outpu
             assert image == their_image == member.data, name
 
 
+def _file_names_in_record_order(version_path: str, split: str) -> list[list[str]]:
+    """Per shard file, in file name order: the examples' file names in record order."""
+    import glob
+
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(version_path, f"imagenet2012-{split}.tfrecord-*")))
+    assert files, f"no {split} shards in {version_path}"
+    spec = {"file_name": tf.io.FixedLenFeature([], tf.string)}
+    return [
+        [tf.io.parse_single_example(raw, spec)["file_name"].numpy().decode()
+         for raw in tf.data.TFRecordDataset(path)]
+        for path in files
+    ]
+
+
+def _tfds_key(split: str, file_name: str) -> int:
+    return int(hashlib.md5(split.encode() + file_name.encode()).hexdigest(), 16)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_examples_are_written_in_tfds_key_order(split, tfrecord_output, tfds_output):
+    shards = _file_names_in_record_order(tfrecord_output[0], split)
+    assert len(shards) == 3 and all(shards), [len(s) for s in shards]
+    names = [name for shard in shards for name in shard]
+    keys = [_tfds_key(split, name) for name in names]
+    # ascending within every shard, and each shard continues where the previous one ended
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    # the order TFDS itself writes (its shards read one after the other)
+    theirs = [name for shard in _file_names_in_record_order(tfds_output, split) for name in shard]
+    assert names == theirs
+
+
 def _tfds_label_file(name: str) -> list[str]:
     """A label list shipped with the installed TFDS imagenet2012 builder."""
     import tensorflow_datasets
