@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from imagenet_beam import dataset, synthetic
 from tests.conftest import version_dir
+from tests.dags.conftest import task_instance
 
 ONLY_THE_SENSOR = r"^(?!wait_for_archives$).*"  # every other task is marked success
 
@@ -27,16 +28,8 @@ def _wait(dag, manual_dir: str, splits: list[str], wait_minutes: float):
         },
         mark_success_pattern=ONLY_THE_SENSOR,
     )
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        ti = (
-            session.query(TaskInstance)
-            .filter_by(dag_id=dag.dag_id, run_id=run.run_id, task_id="wait_for_archives")
-            .one()
-        )
-        return str(ti.state), ti.end_date
+    ti = task_instance(dag.dag_id, run.run_id, "wait_for_archives")
+    return str(ti.state), ti.end_date
 
 
 def test_archives_that_appear_while_waiting_end_the_wait(imagenet_dag, tmp_path):
