@@ -25,6 +25,7 @@ from tests.conftest import ROOT, version_dir
 from tests.dags.conftest import AIRFLOW_ENV, task_states
 
 SPLITS = ["train", "validation", "test"]
+NUM_SHARDS = 2  # more than one, so a file count that is not the shard count shows
 
 # Runs the DAG `runs` times with one conf; writes one JSON line per run to a results file.
 # (The task states are read afterwards from the process's copy of the metadata DB.)
@@ -140,6 +141,7 @@ def runs(airflow_db, small_input, tmp_path_factory):
         "test_patch": synthetic.PATCH_ARCHIVE,
         "verify_checksums": False,
         "num_workers": 1,
+        "num_shards": NUM_SHARDS,
     }
     transport = {"type": "file", "log_file_path": os.path.join(events, "ol")}
     started = time.monotonic()
@@ -232,7 +234,9 @@ def _assert_split_outputs(event: dict, data_dir: str, generated, *, reprocessed:
         assert stats["size"] == sum(os.path.getsize(s) for s in shards)
         assert stats["size"] == lineage["splits"][split]["num_bytes"]
         assert stats["size"] == int(tfds_splits[split]["numBytes"])
+        assert len(shards) == NUM_SHARDS
         assert stats["fileCount"] == len(shards) == lineage["splits"][split]["num_shards"]
+        assert stats["fileCount"] == len(lineage["splits"][split]["shards"])
         assert stats["fileCount"] == len(tfds_splits[split]["shardLengths"])
         facets = dataset["facets"]
         assert set(facets) == {"version", "storage", "schema", "imagenet2012_split"}
