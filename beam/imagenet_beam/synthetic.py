@@ -347,15 +347,29 @@ def _train(
     return members
 
 
+def _validation_numbers(count: int, missing: Iterable[int], limit: int) -> list[int]:
+    """The first `count` image numbers from 1 that are not in `missing`."""
+    missing = set(missing)
+    if any(not 1 <= n <= limit for n in missing):
+        raise ValueError(f"missing_validation numbers must be in 1..{limit}")
+    numbers = [n for n in range(1, limit + 1) if n not in missing][:count]
+    if len(numbers) < count:
+        raise ValueError(f"at most {limit - len(missing)} validation images exist")
+    return numbers
+
+
 def _validation(
-    num: int, extra_kinds: Sequence[str], image_size: tuple[int, int], seed: int
+    num: int,
+    extra_kinds: Sequence[str],
+    image_size: tuple[int, int],
+    seed: int,
+    missing: Iterable[int] = (),
 ) -> list[GeneratedMember]:
     kinds = [PLAIN] * num + list(extra_kinds)
     wnids = validation_wnids()
-    if len(kinds) > len(wnids):
-        raise ValueError(f"at most {len(wnids)} validation images exist")
+    numbers = _validation_numbers(len(kinds), missing, len(wnids))
     made = []
-    for number, kind in enumerate(kinds, start=1):
+    for number, kind in zip(numbers, kinds, strict=True):
         name = f"ILSVRC2012_val_{number:08d}.JPEG"
         data = image_bytes(kind, _rng(seed, VALIDATION, name), image_size)
         label = class_index()[wnids[number - 1]]
@@ -403,6 +417,7 @@ def generate_manual_dir(
     num_classes: int = 4,
     train_per_class: int = 6,
     num_validation: int = 12,
+    missing_validation: Iterable[int] = (),
     num_test: int = 12,
     num_patched: int = 3,
     awkward: bool | Iterable[str] = False,
@@ -416,8 +431,11 @@ def generate_manual_dir(
 
     `test_archives` picks among "2012" (the original, unpatched test tar), "patch" (only the
     replaced images, as PATCH_ARCHIVE) and "patched" (2012 with the patch merged in, named
-    like image-net.org's current test tar). Existing files of the same names are replaced;
-    other files are left alone.
+    like image-net.org's current test tar). `missing_validation` lists validation image
+    numbers the tar lacks (as a partial download would): the validation images are numbered
+    from 1 skipping those, so sorted position and the number in the name disagree after the
+    first gap (TFDS labels by sorted position and would mislabel them). Existing files of
+    the same names are replaced; other files are left alone.
     """
     awkward_kinds = _kinds(awkward, AWKWARD_KINDS, "awkward")
     broken_kinds = _kinds(broken, BROKEN_KINDS, "broken")
@@ -452,7 +470,7 @@ def generate_manual_dir(
 
     if VALIDATION in wanted_splits:
         extra = [k for k in VALIDATION_AWKWARD_KINDS if k in awkward_kinds]
-        validation = _validation(num_validation, extra, image_size, seed)
+        validation = _validation(num_validation, extra, image_size, seed, missing_validation)
         _write_tar(
             os.path.join(manual_dir, VALIDATION_ARCHIVE),
             ((m.file_name, m.data) for m in validation),
@@ -519,6 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num_classes", type=int, default=4)
     parser.add_argument("--train_per_class", type=int, default=6)
     parser.add_argument("--num_validation", type=int, default=12)
+    parser.add_argument(
+        "--missing_validation",
+        default="",
+        help="comma list of validation image numbers to leave out of the tar (gaps)",
+    )
     parser.add_argument("--num_test", type=int, default=12)
     parser.add_argument("--num_patched", type=int, default=3)
     parser.add_argument(
@@ -543,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_classes=args.num_classes,
             train_per_class=args.train_per_class,
             num_validation=args.num_validation,
+            missing_validation=[int(n) for n in _comma_list(args.missing_validation)],
             num_test=args.num_test,
             num_patched=args.num_patched,
             awkward=awkward,

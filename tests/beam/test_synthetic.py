@@ -154,6 +154,27 @@ def test_validation_is_flat_unsorted_and_labelled_like_tfds(full: GeneratedInput
         assert member.label == dataset.validation_label(info.name)
 
 
+def test_validation_can_leave_gaps_in_its_numbering(default: GeneratedInput, tmp_path) -> None:
+    gapped = generate_manual_dir(
+        str(tmp_path), splits=["validation"], num_validation=6, missing_validation=[5, 2]
+    )
+    stored = read_tar(os.path.join(str(tmp_path), dataset.VALIDATION_ARCHIVE))
+    names = [info.name for info, _ in stored]
+    assert names != sorted(names)
+    assert sorted(names) == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in (1, 3, 4, 6, 7, 8)]
+    by_name = gapped.by_name("validation")
+    wnids = dataset.validation_wnids()
+    for name in names:
+        number = int(name[len("ILSVRC2012_val_") : -len(".JPEG")])
+        assert by_name[name].label == dataset.class_index()[wnids[number - 1]]
+    # after the first gap, sorted position no longer gives the label
+    by_position = [dataset.class_index()[w] for w in wnids[: len(names)]]
+    assert [by_name[n].label for n in sorted(names)] != by_position
+    # an image's bytes depend on its name only, not on the gaps before it
+    sixth = "ILSVRC2012_val_00000006.JPEG"
+    assert by_name[sixth].data == default.by_name("validation")[sixth].data
+
+
 def test_test_is_flat_and_unlabelled(full: GeneratedInput) -> None:
     for name in (dataset.TEST_ARCHIVE_2012, PATCH_ARCHIVE, dataset.TEST_ARCHIVE_PATCHED):
         for info, _ in read_tar(os.path.join(full.manual_dir, name)):
@@ -395,6 +416,9 @@ def test_subset_of_kinds_and_splits(tmp_path) -> None:
         ({"test_archives": ["2019"]}, "test archives"),
         ({"splits": ["training"]}, "splits"),
         ({"num_test": 2, "num_patched": 3}, "num_patched"),
+        ({"missing_validation": [0]}, "missing_validation"),
+        ({"missing_validation": [50_001]}, "missing_validation"),
+        ({"num_validation": 50_000, "missing_validation": [7]}, "validation images"),
         ({"num_classes": 1, "awkward": True}, "num_classes"),
         ({"broken": ["empty"], "splits": ["validation"]}, "train"),
     ],

@@ -5,6 +5,7 @@ The environment is set before anything imports Airflow, which reads it at import
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -50,3 +51,40 @@ def imagenet_dag(airflow_db):
     bag = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag("imagenet2012")
+
+
+def _session(session):
+    """The given metadata DB session, or one on this process's metadata DB."""
+    if session is not None:
+        return contextlib.nullcontext(session)
+    from airflow.utils.session import create_session
+
+    return create_session()
+
+
+def task_states(dag_id: str, run_id: str, session=None) -> dict[str, str]:
+    """{task_id: state} of every task instance of a DAG run; a mapped task's instances as
+    `task_id[map_index]`. `session`: a SQLAlchemy session on another metadata DB (one a
+    child process used), else this process's."""
+    from airflow.models.taskinstance import TaskInstance
+
+    with _session(session) as s:
+        tis = s.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).all()
+        return {
+            ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
+            for ti in tis
+        }
+
+
+def task_instance(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
+    """The one TaskInstance row of a task in a DAG run (detached: read its columns)."""
+    from airflow.models.taskinstance import TaskInstance
+
+    with _session(None) as s:
+        ti = (
+            s.query(TaskInstance)
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+            .one()
+        )
+        s.expunge(ti)
+        return ti

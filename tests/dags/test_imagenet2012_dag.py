@@ -10,6 +10,7 @@ import pytest
 
 from imagenet_beam import dataset, synthetic
 from tests.conftest import read_tfrecord_examples, version_dir
+from tests.dags.conftest import task_states
 
 SPLITS = ["train", "validation", "test"]
 
@@ -17,18 +18,7 @@ SPLITS = ["train", "validation", "test"]
 def _run(dag, conf: dict):
     """One DAG run; returns (run, {task_id or task_id[map_index]: state})."""
     run = dag.test(run_conf=conf)
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(
-            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run.run_id
-        )
-        states = {
-            ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
-            for ti in tis
-        }
-    return run, states
+    return run, task_states(dag.dag_id, run.run_id)
 
 
 def _asset_events(run_id: str) -> dict[str, dict]:

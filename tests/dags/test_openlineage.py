@@ -22,15 +22,16 @@ import pytest
 
 from imagenet_beam import synthetic
 from tests.conftest import ROOT, version_dir
-from tests.dags.conftest import AIRFLOW_ENV
+from tests.dags.conftest import AIRFLOW_ENV, task_states
 
 SPLITS = ["train", "validation", "test"]
+NUM_SHARDS = 2  # more than one, so a file count that is not the shard count shows
 
 # Runs the DAG `runs` times with one conf; writes one JSON line per run to a results file.
+# (The task states are read afterwards from the process's copy of the metadata DB.)
 RUN_DAG = r"""
 import json, os, sys, time
 from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
@@ -43,11 +44,6 @@ for _ in range(runs):
     run = dag.test(run_conf=conf)
     seconds = time.monotonic() - started
     with create_session() as session:
-        tis = session.query(TaskInstance).filter_by(dag_id=dag.dag_id, run_id=run.run_id)
-        states = {
-            ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
-            for ti in tis
-        }
         xcoms = {
             row.task_id: row.value
             for row in session.query(XComModel).filter_by(
@@ -59,7 +55,6 @@ for _ in range(runs):
         "run_id": run.run_id,
         "seconds": seconds,
         "state": str(run.state),
-        "states": states,
         "xcoms": {k: json.loads(v) if isinstance(v, str) else v for k, v in xcoms.items()},
         "openlineage_client_imported": "openlineage.client" in sys.modules,
     }) + "\n")
@@ -94,7 +89,10 @@ def _start(airflow_db, workdir, conf: dict, runs: int, openlineage: dict | None)
     env.update(
         AIRFLOW_HOME=home,
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        PYTHONPATH=os.pathsep.join([ROOT, AIRFLOW_ENV["AIRFLOW__CORE__PLUGINS_FOLDER"]]),
+        PYTHONPATH=os.pathsep.join(
+            [ROOT, AIRFLOW_ENV["AIRFLOW__CORE__PLUGINS_FOLDER"]]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     env.update(openlineage or {})
@@ -104,16 +102,28 @@ def _start(airflow_db, workdir, conf: dict, runs: int, openlineage: dict | None)
         [sys.executable, "-c", RUN_DAG, json.dumps(conf), str(runs), results],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
     )
-    return proc, log, results
+    return proc, log, results, home
 
 
-def _finish(proc, log, results) -> list[dict]:
+def _finish(proc, log, results, home) -> list[dict]:
+    """The process's runs, each with its task states from the process's metadata DB."""
+    import sqlalchemy
+    from sqlalchemy.orm import Session
+
     proc.wait(timeout=600)
     log.close()
     if proc.returncode != 0:
         tail = open(log.name).read()[-5000:]
         raise AssertionError(f"dag.test() process exited {proc.returncode}:\n{tail}")
-    return [json.loads(line) for line in open(results)]
+    runs = [json.loads(line) for line in open(results)]
+    engine = sqlalchemy.create_engine(f"sqlite:///{home}/airflow.db")
+    try:
+        with Session(engine) as session:
+            for run in runs:
+                run["states"] = task_states("imagenet2012", run["run_id"], session=session)
+    finally:
+        engine.dispose()
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +141,7 @@ def runs(airflow_db, small_input, tmp_path_factory):
         "test_patch": synthetic.PATCH_ARCHIVE,
         "verify_checksums": False,
         "num_workers": 1,
+        "num_shards": NUM_SHARDS,
     }
     transport = {"type": "file", "log_file_path": os.path.join(events, "ol")}
     started = time.monotonic()
@@ -223,7 +234,9 @@ def _assert_split_outputs(event: dict, data_dir: str, generated, *, reprocessed:
         assert stats["size"] == sum(os.path.getsize(s) for s in shards)
         assert stats["size"] == lineage["splits"][split]["num_bytes"]
         assert stats["size"] == int(tfds_splits[split]["numBytes"])
+        assert len(shards) == NUM_SHARDS
         assert stats["fileCount"] == len(shards) == lineage["splits"][split]["num_shards"]
+        assert stats["fileCount"] == len(lineage["splits"][split]["shards"])
         assert stats["fileCount"] == len(tfds_splits[split]["shardLengths"])
         facets = dataset["facets"]
         assert set(facets) == {"version", "storage", "schema", "imagenet2012_split"}

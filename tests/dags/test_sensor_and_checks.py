@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import UTC, datetime
 
 from imagenet_beam import dataset, synthetic
 from tests.conftest import version_dir
+from tests.dags.conftest import task_instance
 
 ONLY_THE_SENSOR = r"^(?!wait_for_archives$).*"  # every other task is marked success
 
@@ -27,16 +29,8 @@ def _wait(dag, manual_dir: str, splits: list[str], wait_minutes: float):
         },
         mark_success_pattern=ONLY_THE_SENSOR,
     )
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        ti = (
-            session.query(TaskInstance)
-            .filter_by(dag_id=dag.dag_id, run_id=run.run_id, task_id="wait_for_archives")
-            .one()
-        )
-        return str(ti.state), ti.end_date
+    ti = task_instance(dag.dag_id, run.run_id, "wait_for_archives")
+    return str(ti.state), ti.end_date
 
 
 def test_archives_that_appear_while_waiting_end_the_wait(imagenet_dag, tmp_path):
@@ -60,13 +54,33 @@ def test_archives_that_appear_while_waiting_end_the_wait(imagenet_dag, tmp_path)
     assert ended >= downloaded_at[0]  # it waited for the files instead of failing at once
 
 
+def _exception_text(log: str, name: str) -> str:
+    """The message of the last `name` exception in a task's log: from the last line of its
+    traceback up to the next log record."""
+    start = log.rindex(f"{name}: ") + len(name) + 2
+    next_record = re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d", log[start:], re.MULTILINE)
+    return log[start : start + next_record.start()] if next_record else log[start:]
+
+
 def test_archives_that_never_appear_fail_with_what_is_missing(imagenet_dag, tmp_path, capfd):
     manual = tmp_path / "manual"
     synthetic.generate_manual_dir(str(manual), splits=("validation",))
-    state, _ = _wait(imagenet_dag, str(manual), ["train", "validation", "test"], wait_minutes=0.05)
+    # Long enough for a few "still waiting" looks (which list the same) before it gives up.
+    state, _ = _wait(imagenet_dag, str(manual), ["train", "validation", "test"], wait_minutes=0.15)
     assert state == "failed"
     out = capfd.readouterr()
     log = out.out + out.err
+
+    # The timeout the task failed with lists every missing archive and how to get them.
+    timeout = _exception_text(log, "AirflowSensorTimeout")
+    assert timeout.startswith("gave up after waiting"), timeout
+    assert str(manual) in timeout
+    assert f"train: {dataset.TRAIN_ARCHIVE}" in timeout, timeout
+    for name in (dataset.TEST_ARCHIVE_PATCHED, dataset.TEST_ARCHIVE_2012, synthetic.PATCH_ARCHIVE):
+        assert name in timeout, timeout
+    assert dataset.VALIDATION_ARCHIVE not in timeout
+    assert dataset.DOWNLOAD_INSTRUCTIONS in timeout, timeout
+
     assert "gave up after waiting" in log
     assert f"train: {dataset.TRAIN_ARCHIVE}" in log
     assert dataset.TEST_ARCHIVE_PATCHED in log and synthetic.PATCH_ARCHIVE in log
