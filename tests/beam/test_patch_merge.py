@@ -99,7 +99,9 @@ def test_merge_is_deterministic(generated: GeneratedInput, tmp_path) -> None:
 
 def test_default_output_is_not_the_published_name(tmp_path) -> None:
     output = layout.OutputLayout(str(tmp_path)).merged_test_archive
-    assert output == os.path.join(str(tmp_path), ".imagenet2012-work", "ILSVRC2012_img_test_merged.tar")
+    assert output == os.path.join(
+        str(tmp_path), ".imagenet2012-work", "ILSVRC2012_img_test_merged.tar"
+    )
     assert os.path.basename(output) not in dataset.PUBLISHED_ARCHIVES
 
 
