@@ -38,8 +38,8 @@ demo-cli: $(STAMP)
 	rm -rf $(DEMO_DIR)-cli
 	$(PY) -m imagenet_beam generate --manual_dir=$(DEMO_DIR)-cli/manual --awkward --test_archives=patched
 	$(PY) -m imagenet_beam convert --manual_dir=$(DEMO_DIR)-cli/manual --data_dir=$(DEMO_DIR)-cli/data \
-		--splits=train,validation,test --file_format=tfrecord --runner=DirectRunner \
-		--direct_running_mode=multi_processing --direct_num_workers=2
+		--splits=train,validation,test --file_format=tfrecord --verify_checksums=false \
+		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 	$(PY) -m imagenet_beam verify $(DEMO_DIR)-cli/data/imagenet2012/5.1.0
 
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).

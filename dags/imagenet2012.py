@@ -178,7 +178,7 @@ def imagenet2012():
         # `verified` is for the OpenLineage event only: the run's archives are its inputs.
         from imagenet_airflow import asset_naming, tasks
 
-        validated = tasks.validate(params, published)
+        validated = tasks.verify_published(params, published)
         for split, info in validated["splits"].items():
             outlet_events[SPLITS_ALIAS].add(
                 asset_naming.split_asset(validated["version_dir"], split),

@@ -166,7 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
         f"{dataset.TEST_ARCHIVE_2012} before conversion. Not needed when the patched "
         f"{dataset.TEST_ARCHIVE_PATCHED} is there. Empty: take {dataset.TEST_ARCHIVE_2012} as "
         "already patched (what TFDS assumes).",
-        section=INPUT, nullable=True, shapes_output=True,
+        # Not part of the fingerprint: which archives were read (the patch among them when
+        # it was merged) is, by their checksums.
+        section=INPUT, nullable=True,
     ),
     Setting(
         "test_archive", "str", None, "Test archive",
@@ -255,18 +257,18 @@ class Settings:
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any], *, strict: bool = False) -> Settings:
         """From a DAG run's params or parsed flags. Older names (`validate_images`) are
-        taken; keys that are no setting (the DAG's execution params) are ignored unless
-        strict."""
-        values: dict[str, Any] = {}
-        for key, value in given.items():
-            name = _ALIASES.get(key, key)
-            if name not in BY_NAME:
-                if strict:
+        taken: a DAG run's params hold every current name at its default, so an older
+        name's value counts unless the current name's differs from the default. Keys that
+        are no setting (the DAG's execution params) are ignored unless strict."""
+        if strict:
+            for key in given:
+                if _ALIASES.get(key, key) not in BY_NAME:
                     raise SettingsError(f"--{key} is not a setting of the conversion")
-                continue
-            if name in values and key != name:
-                continue  # the current name wins over an alias
-            values[name] = value
+        values = {key: value for key, value in given.items() if key in BY_NAME}
+        for key, value in given.items():
+            name = _ALIASES.get(key)
+            if name and values.get(name, BY_NAME[name].default) == BY_NAME[name].default:
+                values[name] = value
         return cls({s.name: s.check(values.get(s.name)) for s in SETTINGS})
 
     def __reduce__(self):

@@ -153,7 +153,7 @@ def publish(
     }
 
 
-def validate(params: Mapping, published: Mapping) -> dict:
+def verify_published(params: Mapping, published: Mapping) -> dict:
     """Reads the published version back (every shard's sha256 when this run wrote it);
     returns what to record per split."""
     from imagenet_beam import metadata, run

@@ -59,3 +59,24 @@ def test_parsing_imports_neither_tensorflow_nor_beam():
     heavy = json.loads(proc.stdout.strip().splitlines()[-1])
     assert heavy == [], heavy
     assert time.monotonic() - started < 60
+
+
+def test_the_forms_conversion_params_are_the_settings_table(imagenet_dag):
+    import copy
+
+    from imagenet_beam import run, settings
+
+    params = imagenet_dag.params
+    for setting in settings.SETTINGS:
+        if not setting.in_form:
+            assert setting.name not in params, setting.name
+            continue
+        param = params.get_param(setting.name)
+        expected = setting.json_schema()
+        assert param.description == expected.pop("description"), setting.name
+        assert {k: param.schema.get(k) for k in expected} == expected, setting.name
+    # A conf with the older name of decode_images is accepted, and the name is understood.
+    given = copy.deepcopy(params)
+    given.update({"validate_images": True})
+    resolved = given.validate()
+    assert run.settings_from(resolved).decode_images is True

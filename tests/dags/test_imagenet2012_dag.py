@@ -169,3 +169,35 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(imagenet_dag, first
     assert lineage["airflow"]["run_id"] == run.run_id
     assert list(lineage["splits"]) == ["validation"]
     assert lineage["splits"]["validation"]["num_shards"] == 2
+
+    # Up to date again, but `force` converts anyway.
+    run, states = _run(imagenet_dag, {**changed, "force": True})
+    assert str(run.state) == "success", states
+    assert states["convert[0]"] == "success"
+    assert _xcom("imagenet2012", run.run_id, "publish")["published"] is True
+    lineage = json.load(open(os.path.join(path, "lineage.json")))
+    assert lineage["airflow"]["run_id"] == run.run_id
+
+
+def test_the_dag_writes_the_golden_shards(imagenet_dag, tmp_path):
+    """The same bytes as the CLI and TFDS's own builder (tests/beam/test_tfds_identity.py)."""
+    from tests.beam.test_tfds_identity import (
+        GOLDEN_INPUT_KWARGS,
+        GOLDEN_NUM_SHARDS,
+        GOLDEN_SHARD_SHA256,
+        shard_sha256,
+    )
+
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), **GOLDEN_INPUT_KWARGS)
+    conf = {
+        "manual_dir": generated.manual_dir,
+        "data_dir": str(tmp_path / "data"),
+        "splits": SPLITS,
+        "verify_checksums": False,
+        "test_patch": None,
+        "num_shards": GOLDEN_NUM_SHARDS,
+        "num_workers": 1,
+    }
+    run, states = _run(imagenet_dag, conf)
+    assert str(run.state) == "success", states
+    assert shard_sha256(version_dir(conf["data_dir"])) == GOLDEN_SHARD_SHA256

@@ -279,7 +279,7 @@ def test_the_staged_package_is_imagenet_beam_and_installs(dataflow_launch, tmp_p
                  and m.name.count("/") == 1)
         ).read().decode()
     for module in ("pipeline", "run", "settings", "layout", "shards", "plan", "images",
-                   "examples", "metadata", "publish", "storage", "dataset", "beam_main",
+                   "formats/tfds_schema", "metadata", "publish", "storage", "dataset", "beam_main",
                    "dataflow", "sources/__init__", "sources/tarballs", "sources/tar",
                    "formats/__init__", "formats/tfrecord", "formats/array_record"):
         assert f"imagenet_beam/{module}.py" in members, module
