@@ -8,7 +8,7 @@ import os
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from imagenet_beam import dataset, pipeline, plan, shards, sources, synthetic
@@ -16,9 +16,10 @@ from imagenet_beam.layout import StagingLayout
 from imagenet_beam.settings import Settings
 
 
-def _pipeline() -> TestPipeline:
-    return TestPipeline(runner="DirectRunner", options=beam.options.pipeline_options.
-                        PipelineOptions(["--direct_running_mode=in_memory"]))
+def _pipeline() -> test_pipeline.TestPipeline:
+    # (Imported as a module: pytest would take a TestPipeline name for a test class.)
+    options = beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory"])
+    return test_pipeline.TestPipeline(runner="DirectRunner", options=options)
 
 
 @pytest.fixture(scope="module")
