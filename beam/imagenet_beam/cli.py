@@ -63,6 +63,45 @@ def split_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
     return {k: v for k, v in vars(ours).items() if v is not None}, rest
 
 
+def beam_option_names() -> set[str]:
+    """Every flag of Beam's own pipeline options (runner, Dataflow, workers...)."""
+    import argparse
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+    for options in set(subclasses(PipelineOptions)):
+        options._add_argparse_args(parser)
+    return {name for action in parser._actions for name in action.option_strings}
+
+
+def unknown_flags(beam_args: Sequence[str]) -> str | None:
+    """A message naming each flag that is neither ours nor Beam's (Beam would drop it
+    silently), with the nearest known name; None when all are known."""
+    import difflib
+
+    from imagenet_beam import settings
+
+    known = beam_option_names()
+    ours = {f"--{name}" for s in settings.SETTINGS for name in (s.name, *s.aliases)}
+    problems = []
+    for arg in beam_args:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(ours | known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"unknown flag {name}{hint}")
+    if not problems:
+        return None
+    return "; ".join(problems) + ". `python -m imagenet_beam convert --help` lists the flags."
+
+
 def convert_main(argv: Sequence[str]) -> int:
     from imagenet_beam import pipeline, run
     from imagenet_beam.layout import OutputLayout
@@ -72,6 +111,9 @@ def convert_main(argv: Sequence[str]) -> int:
         return 0
     try:
         given, beam_args = split_args(argv)
+        unknown = unknown_flags(beam_args)
+        if unknown:
+            raise run.ConvertError(unknown)
         settings = run.settings_from(given)
         if settings.stage_only:
             inputs = run.find_inputs(settings)

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 DEFAULT_WAIT_MINUTES = 24 * 60
 
@@ -43,9 +43,33 @@ class ImageNetArchivesSensor(BaseSensorOperator):
             return [s.strip() for s in self.splits.strip("[]").replace("'", "").split(",") if s]
         return list(self.splits)
 
+    def _refuse_unknown_params(self, context) -> None:
+        """A conf key that is no param of the DAG (a typo such as `num_shard`) would be
+        ignored: the run fails here, first, naming the nearest param."""
+        import difflib
+
+        from imagenet_beam.settings import SETTINGS
+
+        declared = set(self.dag.params) if self.dag else set()
+        older_names = {alias for s in SETTINGS for alias in s.aliases}
+        unknown = sorted(set(context["params"]) - declared - older_names)
+        if not declared or not unknown:
+            return
+        problems = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(declared), n=1)
+            problems.append(f"unknown param {key!r}" + (
+                f" (did you mean {close[0]!r}?)" if close else ""
+            ))
+        raise AirflowFailException(
+            "; ".join(problems) + ". The trigger form lists the params; trigger again."
+        )
+
     def poke(self, context) -> bool | PokeReturnValue:
         from imagenet_beam import run
         from imagenet_beam.settings import Settings
+
+        self._refuse_unknown_params(context)
 
         looking_for = Settings.from_mapping({
             "manual_dir": self.manual_dir,

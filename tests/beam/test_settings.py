@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -97,3 +98,28 @@ def test_convert_help_lists_every_public_setting():
                           capture_output=True, text=True, cwd=ROOT, check=True)
     for s in settings.SETTINGS:
         assert (f"--{s.name}" in proc.stdout) != s.internal, s.name
+
+
+def test_unknown_flags_are_refused_with_the_nearest_name(tmp_path):
+    from tests.conftest import convert
+
+    proc = convert(tmp_path, tmp_path / "out", "--num_shard=8", "--direct_num_worker=2",
+                   check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown flag --num_shard (did you mean --num_shards?); unknown flag "
+        "--direct_num_worker (did you mean --direct_num_workers?). `python -m imagenet_beam "
+        "convert --help` lists the flags."
+    )
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_beams_own_options_pass_by_name():
+    known = cli.beam_option_names()
+    for flag in ("--runner", "--direct_num_workers", "--direct_running_mode", "--project",
+                 "--region", "--temp_location", "--staging_location", "--setup_file",
+                 "--job_name", "--worker_machine_type", "--max_num_workers",
+                 "--service_account_email", "--no_wait_until_finish", "--labels",
+                 "--template_location"):
+        assert flag in known, flag
+    assert cli.unknown_flags(["--runner=DirectRunner", "--project", "p"]) is None

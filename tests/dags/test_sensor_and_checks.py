@@ -108,3 +108,19 @@ def test_a_wrong_size_fails_verification_and_publishes_nothing(imagenet_dag, tmp
     assert "download" in log and "verify_checksums" in log
     assert not os.path.exists(version_dir(data_dir))
     assert not os.path.exists(data_dir / "imagenet2012")
+
+
+def test_a_conf_key_that_is_no_param_fails_the_first_task(imagenet_dag, tmp_path, capfd):
+    manual = tmp_path / "manual"
+    synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    run = imagenet_dag.test(
+        run_conf={"manual_dir": str(manual), "data_dir": str(tmp_path / "data"),
+                  "splits": ["validation"], "num_shard": 2},
+        mark_success_pattern=ONLY_THE_SENSOR,
+    )
+    ti = task_instance(imagenet_dag.dag_id, run.run_id, "wait_for_archives")
+    assert str(ti.state) == "failed"
+    out = capfd.readouterr()
+    message = _exception_text(out.out + out.err, "AirflowFailException")
+    assert message.startswith("unknown param 'num_shard' (did you mean 'num_shards'?)"), message
+    assert not os.path.exists(tmp_path / "data")
