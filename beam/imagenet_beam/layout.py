@@ -66,6 +66,17 @@ def is_shard_file(name: str) -> bool:
     return name.startswith(dataset.DATASET_NAME + "-")
 
 
+# What a version directory holds besides its shards (TFDS's files and ours).
+VERSION_FILES = frozenset(
+    {DATASET_INFO_FILE, "features.json", "label.labels.txt", LINEAGE_FILE, COMPLETE_MARKER}
+)
+
+
+def is_version_file(name: str) -> bool:
+    """A file name a version directory of TFDS's or ours holds (a shard or metadata)."""
+    return name in VERSION_FILES or ("/" not in name and is_shard_file(name))
+
+
 def is_split_shard(name: str, split: str) -> bool:
     return name.startswith(shard_prefix(split) + ".")
 

@@ -65,7 +65,28 @@ def existing_version(version_dir: str) -> str | None:
     return None
 
 
+def files_not_ours(version_dir: str) -> list[str]:
+    """Files in a version directory that no publication wrote: not listed in its marker
+    (or, without one, not named as TFDS or we name a version's files). Never deleted."""
+    prefix = version_dir.rstrip("/") + "/"
+    present = [p[len(prefix):] for p in storage.list_files(version_dir)]
+    if is_published(version_dir):
+        listed = set(read_completion_marker(version_dir)["files"]) | {COMPLETE_MARKER}
+        return sorted(name for name in present if name not in listed)
+    return sorted(name for name in present if not layout.is_version_file(name))
+
+
 def refuse_to_replace(version_dir: str, overwrite: bool) -> None:
+    """Refuses to replace another version without `overwrite`, and to delete files that
+    are not a version's at all, even with it."""
+    foreign_files = files_not_ours(version_dir)
+    if foreign_files:
+        shown = ", ".join(foreign_files[:10]) + (" …" if len(foreign_files) > 10 else "")
+        raise PublishError(
+            f"{version_dir} holds files that no conversion wrote ({shown}); replacing the "
+            "version would delete them. Move them out of the version directory, then run "
+            "again."
+        )
     existing = existing_version(version_dir)
     if existing and not overwrite:
         made_by = "a finished conversion" if existing == "published" else "another tool"

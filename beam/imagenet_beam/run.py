@@ -32,6 +32,52 @@ class ConvertError(ValueError):
     """Bad input or settings; the message says what is wrong and what to do."""
 
 
+# --- refuse before any work ------------------------------------------------------------
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether `path` is `directory` or below it (local paths resolved, links followed)."""
+    if storage.is_remote(path) or storage.is_remote(directory):
+        return (path.rstrip("/") + "/").startswith(directory.rstrip("/") + "/")
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def check_paths(settings: Settings) -> None:
+    """Refuses, before anything is read or written, folders whose output would land on or
+    replace the inputs, and a version directory holding files no conversion wrote."""
+    output = OutputLayout(settings.data_dir)
+    written = {
+        "version directory": output.version_dir,
+        "staging directory": output.staging_dir,
+        "replaced version": output.replaced_dir,
+        "work directory": output.run_work_dir,
+    }
+    manual = settings.manual_dir
+    for what, path in written.items():
+        if _within(manual, path):
+            raise ConvertError(
+                f"manual_dir {manual} is inside the output's {what} {path}, which a "
+                "conversion writes and replaces: keep the archives in a folder of their own, "
+                "outside DATA_DIR/imagenet2012 and DATA_DIR/.imagenet2012-work"
+            )
+        if _within(path, manual):
+            raise ConvertError(
+                f"data_dir {settings.data_dir} puts the output's {what} {path} inside "
+                f"manual_dir {manual}, where it would be mixed with the inputs: choose a "
+                "data_dir outside the manual directory"
+            )
+    try:
+        foreign = publication.files_not_ours(output.version_dir)
+    except OSError:
+        foreign = []
+    if foreign:
+        try:
+            publication.refuse_to_replace(output.version_dir, overwrite=True)
+        except publication.PublishError as e:
+            raise ConvertError(str(e)) from None
+
+
 # --- find the inputs -------------------------------------------------------------------
 
 
@@ -391,6 +437,7 @@ class Outcome:
 def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     """Every step: the command line's `convert`."""
     version_dir = OutputLayout(settings.data_dir).version_dir
+    check_paths(settings)
     inputs = find_inputs(settings)
     checks = check_archives(settings, inputs)
     for check in checks:

@@ -70,6 +70,10 @@ class ImageNetArchivesSensor(BaseSensorOperator):
         from imagenet_beam.settings import Settings
 
         self._refuse_unknown_params(context)
+        try:
+            run.check_paths(Settings.from_mapping(context["params"]))
+        except (run.ConvertError, ValueError) as e:
+            raise AirflowFailException(str(e)) from None
 
         looking_for = Settings.from_mapping({
             "manual_dir": self.manual_dir,

@@ -35,6 +35,10 @@ def verify_archives(params: Mapping) -> dict:
     from imagenet_beam import run
 
     conversion = settings(params)
+    try:
+        run.check_paths(conversion)
+    except run.ConvertError as e:
+        raise AirflowFailException(str(e)) from None
     inputs, missing = run.look_for_inputs(conversion)
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry

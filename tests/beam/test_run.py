@@ -158,3 +158,59 @@ def test_each_archive_checksum_is_in_the_fingerprint_alone(field, which):
     changed[which][field] = {"name": "other.tar", "size": 1, "sha256": "c" * 64}[field]
     assert run.fingerprint(s, changed) != base
     assert run.fingerprint(s, list(reversed(checks))) == base  # order does not matter
+
+
+# --- nothing of the user's is lost -----------------------------------------------------
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {
+        os.path.relpath(os.path.join(root, n), directory): open(os.path.join(root, n), "rb").read()
+        for root, _, names in os.walk(directory) for n in names
+    }
+
+
+def test_a_manual_dir_inside_the_output_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    inside = version_dir(out)
+    synthetic.generate_manual_dir(inside, splits=("validation",))
+    before = _files(inside)
+    proc = convert(inside, out, "--splits=validation", "--overwrite", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: manual_dir {inside} is inside the output's version directory"
+    )
+    assert _files(inside) == before
+    assert sorted(os.listdir(out)) == ["imagenet2012"]  # no work dir, no cache was made
+
+
+def test_an_output_inside_the_manual_dir_is_refused(tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    proc = convert(generated.manual_dir, generated.manual_dir, "--splits=validation",
+                   check=False)
+    assert proc.returncode == 2
+    assert "inside manual_dir" in proc.stderr and "choose a data_dir outside" in proc.stderr
+    assert sorted(os.listdir(generated.manual_dir)) == [dataset.VALIDATION_ARCHIVE]
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_files_of_the_users_in_a_version_dir_are_never_deleted(published, tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    out = tmp_path / "out"
+    args = ("--splits=validation", "--direct_running_mode=in_memory")
+    convert(generated.manual_dir, out, *args)
+    path = version_dir(out)
+    if not published:  # what a killed publication leaves: no marker
+        os.remove(os.path.join(path, "_COMPLETE"))
+    os.makedirs(os.path.join(path, "checkpoints"))
+    open(os.path.join(path, "checkpoints", "step-100"), "w").write("weights")
+    open(os.path.join(path, "my_notes.txt"), "w").write("notes")
+    before = _files(path)
+
+    proc = convert(generated.manual_dir, out, *args, "--num_shards=2", "--overwrite",
+                   check=False)
+    assert proc.returncode == 2, proc.stdout
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "holds files that no conversion wrote (checkpoints/step-100, my_notes.txt)" in message
+    assert "Move them out of the version directory" in message
+    assert _files(path) == before

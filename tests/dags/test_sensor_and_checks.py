@@ -124,3 +124,18 @@ def test_a_conf_key_that_is_no_param_fails_the_first_task(imagenet_dag, tmp_path
     message = _exception_text(out.out + out.err, "AirflowFailException")
     assert message.startswith("unknown param 'num_shard' (did you mean 'num_shards'?)"), message
     assert not os.path.exists(tmp_path / "data")
+
+
+def test_output_inside_the_manual_dir_fails_the_first_task(imagenet_dag, tmp_path, capfd):
+    manual = tmp_path / "manual"
+    synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    run = imagenet_dag.test(
+        run_conf={"manual_dir": str(manual), "data_dir": str(manual), "splits": ["validation"]},
+    )
+    assert str(run.state) == "failed"
+    ti = task_instance(imagenet_dag.dag_id, run.run_id, "wait_for_archives")
+    assert str(ti.state) == "failed"
+    out = capfd.readouterr()
+    message = _exception_text(out.out + out.err, "AirflowFailException")
+    assert f"inside manual_dir {manual}" in message, message
+    assert sorted(os.listdir(manual)) == [dataset.VALIDATION_ARCHIVE]
