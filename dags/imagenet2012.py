@@ -17,11 +17,11 @@ import os
 import sys
 from datetime import datetime, timedelta
 
-from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import Param, dag, task
 
 from imagenet_airflow import dataflow_launch, openlineage_events
 from imagenet_airflow.asset_naming import SPLITS_ALIAS
+from imagenet_airflow.convert_operator import ConvertSplitOperator
 from imagenet_airflow.sensors import DEFAULT_WAIT_MINUTES, ImageNetArchivesSensor
 from imagenet_airflow.tasks import BEAM_MAIN_MODULE
 from imagenet_beam import settings
@@ -194,7 +194,7 @@ def imagenet2012():
     plan = plan_conversion(verified, merged)
     # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
     # DataflowConfiguration (dataflow_launch.convert_operator_kwargs).
-    convert = BeamRunPythonPipelineOperator.partial(
+    convert = ConvertSplitOperator.partial(
         task_id="convert",
         py_file=BEAM_MAIN_MODULE,
         py_options=["-m"],

@@ -7,12 +7,18 @@ the workers install is built from a private copy of its directory (see `dataflow
 
 import sys
 
-from imagenet_beam.cli import configure_logging, convert_main, limit_malloc_arenas
+from imagenet_beam.cli import (
+    configure_logging,
+    convert_main,
+    limit_malloc_arenas,
+    take_debug_flag,
+)
 from imagenet_beam.dataflow import private_setup_file
 
 if __name__ == "__main__":
-    configure_logging()
+    args = take_debug_flag(sys.argv[1:])
+    configure_logging("--debug" in sys.argv[1:])
     limit_malloc_arenas()
-    with private_setup_file(sys.argv[1:]) as argv:
+    with private_setup_file(args) as argv:
         code = convert_main(argv)
     sys.exit(code)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 
 from imagenet_beam import dataset
+from imagenet_beam.errors import DATA_ERROR_EXIT, message_in
+
+_debug = False  # --debug: tracebacks as they are
 
 USAGE = """usage: python -m imagenet_beam COMMAND [flags]
 
@@ -30,13 +32,7 @@ commands:
   generate  write a small ImageNet-shaped manual dir (`generate --help`)
 """
 
-_OUR_ERROR = re.compile(r"imagenet_beam error: (.*?)(?:\\n|\n|['\"]\)|$)", re.S)
-
-
-def _user_error(exc: BaseException) -> str | None:
-    """Our own message, when a worker's failure carries one (runners wrap exceptions)."""
-    match = _OUR_ERROR.search(str(exc))
-    return match.group(1).strip() if match else None
+DEBUG_FLAG = "--debug"
 
 
 def _summary(record) -> str:
@@ -122,14 +118,16 @@ def convert_main(argv: Sequence[str]) -> int:
             return 0
         outcome = run.convert(settings, beam_args)
     except run.ConvertError as e:
+        if _debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return DATA_ERROR_EXIT
     except Exception as e:
-        message = _user_error(e)
-        if message is None:
+        message = message_in(e)
+        if message is None or _debug:
             raise
         print(f"error: {message}", file=sys.stderr)
-        return 1
+        return DATA_ERROR_EXIT
     if outcome.up_to_date:
         print(outcome.reason)
         return 0
@@ -206,8 +204,11 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def configure_logging(debug: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("apache_beam", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Except what a Dataflow launch says: the job id ("Created job with id: [...]", which
@@ -218,9 +219,17 @@ def configure_logging() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def take_debug_flag(argv: Sequence[str]) -> list[str]:
+    """argv without --debug, which shows every traceback as it is."""
+    global _debug
+    argv = list(argv)
+    _debug = DEBUG_FLAG in argv
+    return [a for a in argv if a != DEBUG_FLAG]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging()
+    argv = take_debug_flag(sys.argv[1:] if argv is None else argv)
+    configure_logging(_debug)
     limit_malloc_arenas()
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

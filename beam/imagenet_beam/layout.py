@@ -27,6 +27,7 @@ STAGING_WORK = "_work"
 INDEX_DIR = "index"  # one file of member descriptors per work item
 PLAN_DIR = "plan"  # one file per shard: its members in key order
 RESULTS_DIR = "shards"  # one file per written shard: count, bytes, sha256, notes
+ERRORS_DIR = "errors"  # one file per step that met bad input: its message
 RUN_WORK_DIR = "." + dataset.DATASET_NAME + "-work"
 ARCHIVE_CHECKS_DIR = "archive-checks"
 MERGED_TEST_ARCHIVE = "ILSVRC2012_img_test_merged.tar"
@@ -140,6 +141,13 @@ class StagingLayout:
     def results_dir(self) -> str:
         return join(self.work_dir, RESULTS_DIR)
 
+    @property
+    def errors_dir(self) -> str:
+        return join(self.work_dir, ERRORS_DIR)
+
+    def error_file(self, name: str) -> str:
+        return join(self.errors_dir, f"{name}.json")
+
     def split_record(self, split: str) -> str:
         """The split's input and settings, written when its conversion starts."""
         return join(self.work_dir, f"split-{split}.json")
@@ -167,5 +175,6 @@ class StagingLayout:
         if path == self.split_record(split):
             return True
         return name.startswith(f"{split}-") and any(
-            path == join(d, name) for d in (self.index_dir, self.plan_dir, self.results_dir)
+            path == join(d, name)
+            for d in (self.index_dir, self.plan_dir, self.results_dir, self.errors_dir)
         )

@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from imagenet_beam import plan, shards, storage
+from imagenet_beam.errors import DataError, from_os_error
 from imagenet_beam.layout import StagingLayout
 from imagenet_beam.settings import Settings, add_arguments
 from imagenet_beam.sources import MemberRef, Source
@@ -79,9 +80,77 @@ def _write_ordered_members(path: str, spec: plan.ShardSpec) -> None:
     storage.write_bytes(path, text.encode("utf-8"))
 
 
-def _work_items(split_input: tuple[str, str], source: Source):
+def as_data_error(exc: BaseException, path: str, labels: bool = False) -> DataError | None:
+    """What is wrong with the input or the output's place, as a DataError; None for
+    anything else (a bug keeps its traceback). labels: a ValueError is a member the layout
+    cannot label (an unknown class, a misnamed validation image)."""
+    from imagenet_beam.sources.tar import ArchiveError
+
+    if isinstance(exc, DataError):
+        return exc
+    if isinstance(exc, (ArchiveError, plan.PlanError, UnicodeError)) or (
+        labels and isinstance(exc, ValueError)
+    ):
+        text = str(exc)
+        return DataError(text if path in text else f"{path}: {text}")
+    if isinstance(exc, OSError):
+        return from_os_error(exc, path)
+    return None
+
+
+class RecordedErrors:
+    """A step's data error, written to the staging work dir instead of raised.
+
+    Raised inside a Beam worker, the error would reach the user as the runner's traceback
+    (the SDK worker prints it to stderr itself, in any running mode); recorded, the job
+    ends, `run.stage` (or `publish`, after a Dataflow job) reports the message alone and
+    the command exits with DATA_ERROR_EXIT. Steps look for a recorded error before they
+    start, so a failed run stops doing work early.
+    """
+
+    def __init__(self, staging: StagingLayout, name: str, path: str, labels: bool = False):
+        self._staging, self._name, self._path, self._labels = staging, name, path, labels
+        self.failed = False
+
+    def __enter__(self) -> RecordedErrors:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        error = as_data_error(exc, self._path, self._labels) if exc is not None else None
+        if error is None:
+            return False
+        storage.write_bytes(
+            self._staging.error_file(self._name),
+            json.dumps({"message": error.message}).encode("utf-8"),
+        )
+        self.failed = True
+        return True
+
+
+def _error_files(staging: StagingLayout, splits) -> list[str]:
+    return [
+        path for path in storage.list_files(staging.errors_dir)
+        if any(storage.basename(path).startswith(f"{split}-") for split in splits)
+    ]
+
+
+def failed_already(staging: StagingLayout, split: str) -> bool:
+    """Whether a step of this split's job met bad input (other splits' jobs, which share
+    the staging directory under the DAG, go on)."""
+    return bool(_error_files(staging, [split]))
+
+
+def recorded_errors(staging: StagingLayout, splits) -> list[str]:
+    """The messages of the data errors the splits' steps recorded, in a stable order."""
+    return [
+        json.loads(storage.read_bytes(path))["message"] for path in _error_files(staging, splits)
+    ]
+
+
+def _work_items(split_input: tuple[str, str], source: Source, staging: StagingLayout):
     split, path = split_input
-    yield from source.work_items(split, path)
+    with RecordedErrors(staging, f"{split}-list", path):
+        yield from source.work_items(split, path)
 
 
 class IndexMembersFn(beam.DoFn):
@@ -94,11 +163,16 @@ class IndexMembersFn(beam.DoFn):
 
     def process(self, item):
         split, path, detail = item
-        refs = self._source.index(item)
+        if failed_already(self._staging, split):
+            return
+        ident = hashlib.sha1(json.dumps([path, detail]).encode("utf-8")).hexdigest()[:20]
+        with RecordedErrors(self._staging, f"{split}-index-{ident}", path, labels=True) as guard:
+            refs = self._source.index(item)
+        if guard.failed:
+            return
         self.indexed.inc(len(refs))
         if not refs:
             return
-        ident = hashlib.sha1(json.dumps([path, detail]).encode("utf-8")).hexdigest()[:20]
         index_file = self._staging.index_file(split, ident)
         _write_members(index_file, refs)
         yield split, index_file
@@ -117,7 +191,7 @@ class IndexArchives(beam.PTransform):
         return (
             pbegin
             | "ListArchives" >> beam.Create(self._inputs)
-            | "ListWorkItems" >> beam.FlatMap(_work_items, self._source)
+            | "ListWorkItems" >> beam.FlatMap(_work_items, self._source, self._staging)
             | "SpreadWorkItems" >> beam.Reshuffle()
             | "IndexMembers" >> beam.ParDo(IndexMembersFn(self._source, self._staging))
         )
@@ -126,8 +200,13 @@ class IndexArchives(beam.PTransform):
 def _plan_group(group, num_shards, staging: StagingLayout):
     """One split: read every index file, sort by TFDS key, cut, write each shard's list."""
     split, index_files = group
+    if failed_already(staging, split):
+        return
     members = [m for path in sorted(index_files) for m in _read_members(path)]
-    specs = plan.plan_split(split, members, num_shards)
+    with RecordedErrors(staging, f"{split}-plan", staging.staging_dir) as guard:
+        specs = plan.plan_split(split, members, num_shards)
+    if guard.failed:
+        return
     del members
     for spec in specs:
         path = staging.plan_file(split, spec.index, spec.num_shards)
@@ -168,9 +247,16 @@ class WriteShardFn(beam.DoFn):
     def process(self, task):
         split, index, num_shards, members_file = task
         spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
-        result = shards.write_shard(
-            spec, self._settings, self._source, self._staging.staging_dir
-        )
+        if failed_already(self._staging, split):
+            return
+        with RecordedErrors(
+            self._staging, f"{split}-{index:05d}", self._staging.staging_dir
+        ) as guard:
+            result = shards.write_shard(
+                spec, self._settings, self._source, self._staging.staging_dir
+            )
+        if guard.failed:
+            return
         del spec
         storage.write_bytes(
             self._staging.result_file(result.split, result.index),

@@ -78,6 +78,29 @@ def check_paths(settings: Settings) -> None:
             raise ConvertError(str(e)) from None
 
 
+def check_runner(settings: Settings, beam_args: Sequence[str]) -> str:
+    """The runner's name, refused before any work when Beam does not know it, or when it
+    runs on remote workers and a folder is a local path. Returns the name."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    name = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+    try:
+        create_runner(name)
+    except ValueError as e:
+        raise ConvertError(f"--runner={name}: {str(e).split('. ', 1)[-1]}") from None
+    if "dataflow" in name.lower():
+        local = [f"--{k}={v}" for k, v in (("manual_dir", settings.manual_dir),
+                                           ("data_dir", settings.data_dir))
+                 if not storage.is_remote(v)]
+        if local:
+            raise ConvertError(
+                f"--runner={name} reads and writes on Dataflow's workers: "
+                f"{' and '.join(local)} must be gs:// paths"
+            )
+    return name
+
+
 # --- find the inputs -------------------------------------------------------------------
 
 
@@ -272,6 +295,17 @@ def prepare_staging(settings: Settings) -> str:
     return path
 
 
+def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None:
+    """The data errors the splits' steps recorded (see `pipeline.RecordedErrors`), as one
+    ConvertError."""
+    from imagenet_beam import pipeline
+
+    problems = pipeline.recorded_errors(staged, splits)
+    if problems:
+        more = f" ({len(problems) - 1} more problem(s) of this kind)" if len(problems) > 1 else ""
+        raise ConvertError(problems[0] + more)
+
+
 def _check_results(results, splits: Sequence[str]) -> None:
     for split in splits:
         mine = [r for r in results if r.split == split]
@@ -322,6 +356,7 @@ def stage(
     log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
     with beam.Pipeline(options=options) as p:
         pipeline.build_pipeline(p, sources.get(), sorted(paths.items()), settings, staged)
+    _raise_recorded_errors(staged, list(paths))
     if no_wait:
         # Submitted (a Dataflow job under Airflow: the convert task follows the job, not
         # this launcher). `publish` checks that every shard was written.
@@ -384,6 +419,7 @@ def publish(
             f"settings ({sorted(same_output(r) for r in records)}); convert them again with "
             "the same settings"
         )
+    _raise_recorded_errors(staged, splits)  # a job that ended without raising (Dataflow, no wait)
     options = {**records[0]["settings"], "splits": splits, "runner": records[0]["runner"]}
     results = list(shards.iter_results(staged.results_dir))
     _check_results(results, splits)
@@ -438,6 +474,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     """Every step: the command line's `convert`."""
     version_dir = OutputLayout(settings.data_dir).version_dir
     check_paths(settings)
+    check_runner(settings, beam_args)
     inputs = find_inputs(settings)
     checks = check_archives(settings, inputs)
     for check in checks:
@@ -455,11 +492,14 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
             publication.refuse_to_replace(version_dir, overwrite=False)
         except publication.PublishError as e:
             raise ConvertError(str(e)) from None
-    staged = stage(
-        settings.replace(staging_dir=prepare_staging(settings)),
-        conversion_inputs(inputs, merged),
-        beam_args,
-    )
+    staging = prepare_staging(settings)
+    try:
+        staged = stage(
+            settings.replace(staging_dir=staging), conversion_inputs(inputs, merged), beam_args
+        )
+    except BaseException:
+        storage.delete_tree(staging)  # only this run's: nothing of it was published
+        raise
     record = publish(
         settings.data_dir,
         staged,

@@ -13,13 +13,11 @@ import json
 from collections.abc import Iterator
 
 from imagenet_beam import formats, images, layout, storage
+from imagenet_beam.errors import ERROR_PREFIX, DataError
 from imagenet_beam.formats import tfds_schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
 from imagenet_beam.sources import MemberRef, Source
-
-ERROR_PREFIX = "imagenet_beam error: "
-
 
 # glibc's mallopt parameters and the values used for them.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -53,7 +51,7 @@ def keep_freed_memory() -> bool:
     )
 
 
-class CorruptMemberError(ValueError):
+class CorruptMemberError(DataError):
     """A member that is not a usable image, under --on_corrupt=fail."""
 
 

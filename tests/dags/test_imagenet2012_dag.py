@@ -201,3 +201,25 @@ def test_the_dag_writes_the_golden_shards(imagenet_dag, tmp_path):
     run, states = _run(imagenet_dag, conf)
     assert str(run.state) == "success", states
     assert shard_sha256(version_dir(conf["data_dir"])) == GOLDEN_SHARD_SHA256
+
+
+def test_a_corrupt_image_fails_the_convert_task_once_and_names_it(imagenet_dag, tmp_path, capfd):
+    from tests.dags.conftest import task_instance
+
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("train",), broken=("truncated",)
+    )
+    [bad] = [m for m in generated.members if m.kind == "truncated"]
+    conf = {"manual_dir": generated.manual_dir, "data_dir": str(tmp_path / "data"),
+            "splits": ["train"], "verify_checksums": False, "num_workers": 1}
+    run, states = _run(imagenet_dag, conf)
+    assert str(run.state) == "failed"
+    assert states["convert[0]"] == "failed", states
+    ti = task_instance(imagenet_dag.dag_id, run.run_id, "convert", map_index=0)
+    assert ti.try_number == 1  # bad input: not retried
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert f"error: train image {bad.file_name!r}" in log
+    assert "--on_corrupt=skip" in log and "not retried" in log
+    assert "Traceback" not in log.split("error: train image", 1)[0].rsplit("Running command", 1)[1]
+    assert not os.path.exists(version_dir(conf["data_dir"]))

@@ -31,6 +31,22 @@ def _alternatives(split: str, test_patch: str | None) -> list[tuple[str, str | N
     return [(dataset.TEST_ARCHIVE_PATCHED, None), (dataset.TEST_ARCHIVE_2012, None)]
 
 
+def _checked_names(archive: str, entries: list[TarEntry]) -> list[TarEntry]:
+    """Member names must be UTF-8: TFDS stores them as text (its `file_name`) and keys
+    examples by them, so it cannot hold one that is not either."""
+    for e in entries:
+        try:
+            e.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = e.name.encode("utf-8", "surrogateescape")
+            raise ArchiveError(
+                f"{archive}: member name {raw!r} is not UTF-8, so it cannot be stored as "
+                "TFDS's file_name; is this the archive from image-net.org? Rename the member "
+                "or download the archive again"
+            ) from None
+    return entries
+
+
 def list_inner_tars(train_archive: str) -> list[TarEntry]:
     """The per-class tars inside the train archive, in archive order."""
     with storage.open_read(train_archive, buffer_size=HEADER_WALK_BUFFER) as f:
@@ -42,7 +58,10 @@ def index_inner_tar(train_archive: str, inner: TarEntry) -> list[MemberRef]:
     label = dataset.train_label(inner.name)
     with storage.open_read(train_archive) as f:
         view = storage.RangeReader(f, inner.offset, inner.size)
-        entries = list(walk_tar(view, f"{train_archive} member {inner.name}"))
+        entries = _checked_names(
+            f"{train_archive} member {inner.name}",
+            list(walk_tar(view, f"{train_archive} member {inner.name}")),
+        )
     return [
         MemberRef(dataset.TRAIN, train_archive, inner.offset + e.offset, e.size, e.name, label)
         for e in entries
@@ -52,7 +71,7 @@ def index_inner_tar(train_archive: str, inner: TarEntry) -> list[MemberRef]:
 def index_flat_archive(split: str, archive: str) -> list[MemberRef]:
     """The images of the validation or test tar, labelled."""
     with storage.open_read(archive) as f:
-        entries = list(walk_tar(f, archive))
+        entries = _checked_names(archive, list(walk_tar(f, archive)))
     refs = []
     for e in entries:
         if split == dataset.VALIDATION:

@@ -1,0 +1,31 @@
+"""The DAG's convert task: Beam's operator, but bad input fails it without a retry.
+
+The launcher (`python -m imagenet_beam.beam_main`) exits with `errors.DATA_ERROR_EXIT` when
+the input or the output's place is wrong (a corrupt image, a member it cannot label, no
+space left): a retry would read the same bytes, so the task fails at once. Any other
+failure (a killed worker, a lost connection) still retries.
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from imagenet_beam.errors import DATA_ERROR_EXIT
+
+
+class ConvertSplitOperator(BeamRunPythonPipelineOperator):
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowFailException:
+            raise
+        except AirflowException as e:
+            if str(e).endswith(f"return code {DATA_ERROR_EXIT}"):
+                raise AirflowFailException(
+                    "the conversion refused its input (the launcher's `error:` line above "
+                    "says what is wrong and what to do); not retried: a retry would read the "
+                    "same bytes"
+                ) from None
+            raise
