@@ -88,9 +88,9 @@ def as_data_error(exc: BaseException, path: str, labels: bool = False) -> DataEr
 
     if isinstance(exc, DataError):
         return exc
-    if isinstance(exc, (ArchiveError, plan.PlanError, UnicodeError)) or (
-        labels and isinstance(exc, ValueError)
-    ):
+    if isinstance(exc, (ArchiveError, plan.PlanError, UnicodeError)):
+        return DataError(str(exc))
+    if labels and isinstance(exc, ValueError):
         text = str(exc)
         return DataError(text if path in text else f"{path}: {text}")
     if isinstance(exc, OSError):
