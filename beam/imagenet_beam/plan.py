@@ -79,9 +79,8 @@ def plan_split(
     )
     if duplicates:
         raise PlanError(
-            f"split {split!r} has {len(duplicates)} file name(s) that appear more than once "
-            f"(the same file name for two images, e.g. {duplicates[0]!r}); each image must "
-            "appear once in its archive"
+            f"split {split!r} has {len(duplicates)} members with the same file name "
+            f"(e.g. {duplicates[0]!r}); each image must appear once in its archive"
         )
     ordered = tuple(m for _, m in keyed)
     if not ordered:

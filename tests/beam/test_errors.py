@@ -71,7 +71,7 @@ CASES = {
     "duplicate_class_tars": (
         "train", {dataset.TRAIN_ARCHIVE: synthetic.tar_bytes(
             [(f"{WNID}.tar", _class_tar()), (f"{WNID}.tar", _class_tar())])},
-        [], "appear more than once",
+        [], "the same file name",
     ),
     "unexpected_validation_member": (
         "validation", {dataset.VALIDATION_ARCHIVE: _validation([VAL, "holiday.JPEG"])},
@@ -79,7 +79,7 @@ CASES = {
     ),
     "duplicate_validation_members": (
         "validation", {dataset.VALIDATION_ARCHIVE: _validation([VAL, VAL])},
-        [], "appear more than once",
+        [], "the same file name",
     ),
     "more_shards_than_images": (
         "validation", {dataset.VALIDATION_ARCHIVE: _validation([VAL])},
