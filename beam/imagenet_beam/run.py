@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -349,6 +350,7 @@ def stage(
             "input": {"path": path, "size": storage.size(path)},
             "settings": settings.lineage(),
             "runner": runner,
+            "run_id": settings.run_id,
         }
         storage.write_bytes(
             staged.split_record(split), json.dumps(record, sort_keys=True).encode()
@@ -392,13 +394,17 @@ def publish(
     staging: str | None = None,
     *,
     overwrite: bool = False,
+    splits: Sequence[str] | None = None,
+    run_id: str | None = None,
     **provenance: Any,
 ):
     """Writes TFDS metadata and lineage.json for what is staged, then makes it visible in
     one step (see `publish.swap_in`). Returns the `metadata.Lineage` written.
 
-    provenance: fingerprint, archives (the checks), test_patch (the merge's report),
-    airflow (the DAG run) — recorded in lineage.json.
+    splits, run_id: publish exactly these splits, staged by this run, or refuse (another
+    conversion into the same data_dir must not be mixed in). provenance: fingerprint,
+    archives (the checks), test_patch (the merge's report), airflow (the DAG run) —
+    recorded in lineage.json.
     """
     from imagenet_beam import metadata, shards
 
@@ -407,7 +413,24 @@ def publish(
     records = _staged_records(staged)
     if not records:
         raise ConvertError(f"nothing is staged in {staged.staging_dir}: run the conversion first")
-    splits = [s for s in dataset.SPLITS if s in {r["split"] for r in records}]
+    if run_id is not None:
+        others = sorted({r["split"] for r in records if r.get("run_id") != run_id})
+        if others:
+            raise ConvertError(
+                f"{staged.staging_dir} holds {', '.join(others)} staged by another conversion "
+                f"into the same data_dir, not by this run ({run_id}): run one conversion per "
+                "data_dir at a time, then convert again"
+            )
+    staged_splits = [s for s in dataset.SPLITS if s in {r["split"] for r in records}]
+    if splits is not None and set(splits) != set(staged_splits):
+        missing = [s for s in splits if s not in staged_splits]
+        raise ConvertError(
+            f"this run asked for {', '.join(splits)} but {staged.staging_dir} holds "
+            f"{', '.join(staged_splits) or 'no split'}"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+            + "; another conversion may have cleared it: convert again"
+        )
+    splits = staged_splits
 
     def same_output(record: dict) -> str:
         shaping = {k: v for k, v in record["settings"].items() if k not in ("splits",)}
@@ -493,9 +516,12 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
         except publication.PublishError as e:
             raise ConvertError(str(e)) from None
     staging = prepare_staging(settings)
+    run_id = settings.run_id or f"cli-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         staged = stage(
-            settings.replace(staging_dir=staging), conversion_inputs(inputs, merged), beam_args
+            settings.replace(staging_dir=staging, run_id=run_id),
+            conversion_inputs(inputs, merged),
+            beam_args,
         )
     except BaseException:
         storage.delete_tree(staging)  # only this run's: nothing of it was published
@@ -504,6 +530,8 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
         settings.data_dir,
         staged,
         overwrite=True,
+        splits=settings.splits,
+        run_id=run_id,
         fingerprint=wanted,
         archives=[c.to_dict() for c in checks],
         test_patch=merged,

@@ -236,6 +236,12 @@ SETTINGS: tuple[Setting, ...] = (
         in_lineage=False, in_form=False, internal=True,
     ),
     Setting(
+        "run_id", "str", None, "Run",
+        "Who stages: publish takes only splits staged by the same run (the DAG's run id, "
+        "or one the command line makes).",
+        nullable=True, in_lineage=False, in_form=False, internal=True,
+    ),
+    Setting(
         "staging_dir", "str", None, "Staging directory",
         "Where shards are written before they become visible; default: "
         "DATA_DIR/imagenet2012/.5.1.0.incomplete.",

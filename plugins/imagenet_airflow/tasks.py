@@ -96,7 +96,7 @@ def conversion_jobs(
     jobs = []
     for split in conversion.splits:
         job = conversion.replace(
-            splits=[split], stage_only=True, staging_dir=staging_dir,
+            splits=[split], stage_only=True, staging_dir=staging_dir, run_id=run_id,
             test_archive=paths.get(split) if split == "test" else None,
         )
         options: dict = dict(flag[2:].split("=", 1) for flag in job.to_flags())
@@ -142,6 +142,8 @@ def publish(
         record = run.publish(
             conversion.data_dir,
             overwrite=True,
+            splits=conversion.splits,
+            run_id=run_info["run_id"],
             fingerprint=plan["fingerprint"],
             archives=verified["archives"],
             test_patch=merged,

@@ -214,3 +214,19 @@ def test_files_of_the_users_in_a_version_dir_are_never_deleted(published, tmp_pa
     assert "holds files that no conversion wrote (checkpoints/step-100, my_notes.txt)" in message
     assert "Move them out of the version directory" in message
     assert _files(path) == before
+
+
+def test_publish_takes_exactly_the_splits_this_run_staged(tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    out = tmp_path / "out"
+    convert(generated.manual_dir, out, "--splits=validation", "--stage_only", "--run_id=other",
+            "--direct_running_mode=in_memory")
+    with pytest.raises(run.ConvertError, match=r"holds validation staged by another "
+                       r"conversion into the same data_dir, not by this run \(mine\)"):
+        run.publish(str(out), splits=["validation"], run_id="mine")
+    with pytest.raises(run.ConvertError, match=r"asked for validation, test but .* holds "
+                       r"validation \(missing: test\)"):
+        run.publish(str(out), splits=["validation", "test"], run_id="other")
+    assert not os.path.exists(version_dir(out))
+    record = run.publish(str(out), splits=["validation"], run_id="other")
+    assert list(record.splits) == ["validation"]
