@@ -184,7 +184,8 @@ def merge_test_patch(settings: Settings, inputs: Inputs) -> dict[str, Any] | Non
         return None
     try:
         report = patch_merge.merge_test_patch(
-            test.archive, test.patch, OutputLayout(settings.data_dir).merged_test_archive
+            test.archive, test.patch, OutputLayout(settings.data_dir).merged_test_archive,
+            allow_additions=settings.patch_additions,
         )
     except (patch_merge.UnsafeMemberError, ArchiveError) as e:
         raise ConvertError(str(e)) from None

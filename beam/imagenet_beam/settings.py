@@ -171,6 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
         section=INPUT, nullable=True,
     ),
     Setting(
+        "patch_additions", "bool", False, "Patch may add test images",
+        "Let the test patch add images that the 2012 test tar does not have (they are "
+        "listed in lineage.json). Off: a patch member that replaces nothing fails the merge.",
+        section=INPUT, shapes_output=True,
+    ),
+    Setting(
         "test_archive", "str", None, "Test archive",
         f"File name (or full path) of the test tar to convert; default: "
         f"{dataset.TEST_ARCHIVE_PATCHED} when present, else {dataset.TEST_ARCHIVE_2012}.",

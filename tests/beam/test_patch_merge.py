@@ -158,7 +158,14 @@ def test_new_patch_members_are_appended(generated: GeneratedInput, tmp_path) -> 
     ]
     patch = write_tar(str(tmp_path / "patch.tar"), [extra[0], *patch_entries(generated), extra[1]])
     output = str(tmp_path / "merged.tar")
-    report = merge_test_patch(path_of(generated, dataset.TEST_ARCHIVE_2012), patch, output)
+    test_2012 = path_of(generated, dataset.TEST_ARCHIVE_2012)
+    # Refused unless allowed: the 2019 patch only replaces images.
+    with pytest.raises(ArchiveError, match=r"2 member\(s\) replace no image") as refused:
+        merge_test_patch(test_2012, patch, output)
+    assert all(name in str(refused.value) for name, _, _ in extra)
+    assert "--patch_additions" in str(refused.value)
+    assert sorted(os.listdir(tmp_path)) == ["patch.tar"]  # no output, no partial file
+    report = merge_test_patch(test_2012, patch, output, allow_additions=True)
     merged = members(output)
     expected = members(path_of(generated, dataset.TEST_ARCHIVE_PATCHED))
     assert merged == expected + [(name, data) for name, data, _ in extra]

@@ -128,6 +128,7 @@ OTHER_VALUE = {
     "decode_images": True,
     "resize": "shorter:256",
     "max_pixels": 1000,
+    "patch_additions": True,
 }
 
 

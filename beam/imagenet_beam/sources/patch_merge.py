@@ -271,12 +271,26 @@ def _reusable(output: str, sidecar: str, inputs: dict[str, Any]) -> PatchReport 
         return None
 
 
-def merge_test_patch(test_archive: str, patch_archive: str, output: str) -> PatchReport:
+def _refuse_additions(patch_archive: str, test_archive: str, added: list[str]) -> None:
+    shown = ", ".join(added[:10]) + (" …" if len(added) > 10 else "")
+    raise ArchiveError(
+        f"{patch_archive}: {len(added)} member(s) replace no image of {test_archive} "
+        f"({shown}); the October 2019 patch only replaces images, so this is probably not "
+        "that patch (or not the 2012 test tar it belongs to). Check the files, or allow "
+        "additions with --patch_additions (they are listed in lineage.json)"
+    )
+
+
+def merge_test_patch(
+    test_archive: str, patch_archive: str, output: str, allow_additions: bool = False
+) -> PatchReport:
     """Writes the 2012 test tar with the patch's images in place of the old ones to `output`.
 
     Reuses an existing output whose sidecar names the same inputs (path, size, modified
     time). Raises UnsafeMemberError for members that could escape the folder, ArchiveError
-    for unreadable tars; in both cases no output or partial file is left behind.
+    for unreadable tars and, unless allow_additions, for patch members that replace
+    nothing (they would become new test images); in all cases no output or partial file
+    is left behind.
     """
     if output in (test_archive, patch_archive):
         raise ValueError(f"the merged test tar must not overwrite an input ({output})")
@@ -287,6 +301,8 @@ def merge_test_patch(test_archive: str, patch_archive: str, output: str) -> Patc
     sidecar = output + SIDECAR_SUFFIX
     stored = _reusable(output, sidecar, inputs)
     if stored is not None:
+        if stored.added and not allow_additions:
+            _refuse_additions(patch_archive, test_archive, stored.added)
         log.info("%s is up to date with %s and %s", output, test_archive, patch_archive)
         return stored
 
@@ -298,6 +314,8 @@ def merge_test_patch(test_archive: str, patch_archive: str, output: str) -> Patc
     try:
         with storage.open_write(partial) as out:
             replaced, added, count = _write_merged(out, test_archive, patch)
+        if added and not allow_additions:
+            _refuse_additions(patch_archive, test_archive, added)
         storage.rename_file(partial, output)
     except BaseException:
         if storage.exists(partial):
