@@ -120,7 +120,7 @@ def encode_shard(
                 notes.skipped.append(_member_note(ref, str(e)))
                 continue
             raise CorruptMemberError(
-                f"{ERROR_PREFIX}{ref.split} image {ref.file_name!r} in {ref.archive} "
+                f"{ERROR_PREFIX}{ref.split} image {ref.file_name!r} in {source.origin(ref)} "
                 f"{e}. Replace the archive with an intact download, or run with "
                 "--on_corrupt=skip to leave such images out (they are listed in lineage.json)."
             ) from None

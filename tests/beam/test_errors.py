@@ -121,3 +121,24 @@ def test_debug_shows_the_traceback(tmp_path):
                    "--direct_running_mode=in_memory", "--debug", check=False)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+def test_a_broken_image_from_the_patch_is_blamed_on_the_patch(tmp_path):
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("test",), test_archives=("2012", "patch")
+    )
+    patch = os.path.join(generated.manual_dir, synthetic.PATCH_ARCHIVE)
+    with tarfile.open(patch) as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+    broken = names[0]
+    entries = [(n, b"\xff\xd8\xff\xe0 not a whole JPEG" if n == broken else _jpeg(i))
+               for i, n in enumerate(names)]
+    _write(generated.manual_dir, synthetic.PATCH_ARCHIVE, synthetic.tar_bytes(entries))
+
+    proc = convert(generated.manual_dir, tmp_path / "out", "--splits=test",
+                   f"--test_patch={synthetic.PATCH_ARCHIVE}", "--direct_running_mode=in_memory",
+                   check=False)
+    assert proc.returncode == 2
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert error.startswith(f"error: test image {broken!r} in the test patch {patch} "), error
+    assert "Traceback" not in proc.stderr

@@ -89,6 +89,10 @@ class Source(abc.ABC):
                 )
             yield ref, data
 
+    def origin(self, ref: MemberRef) -> str:
+        """The user's file an image came from, to name in an error (ours may be a copy)."""
+        return ref.archive
+
     def missing_message(self, manual_dir: str, missing: Sequence[str]) -> str:
         lines = "\n".join(f"  {line}" for line in missing)
         return f"missing in {manual_dir}:\n{lines}\n{dataset.DOWNLOAD_INSTRUCTIONS}"

@@ -10,9 +10,12 @@ the 2012 test tar alone, taken to be patched already.
 
 from __future__ import annotations
 
+import functools
+import json
+import posixpath
 from collections.abc import Iterator, Sequence
 
-from imagenet_beam import dataset, storage
+from imagenet_beam import dataset, layout, storage
 from imagenet_beam.sources.base import MemberRef, Source, SplitInput, WorkItem
 from imagenet_beam.sources.tar import ArchiveError, TarEntry, walk_tar
 
@@ -85,8 +88,33 @@ def index_flat_archive(split: str, archive: str) -> list[MemberRef]:
     return refs
 
 
+@functools.lru_cache(maxsize=8)
+def _merge_report(merged_archive: str) -> dict | None:
+    """The patch merge's report beside a merged test tar (see `patch_merge`)."""
+    from imagenet_beam.sources import patch_merge
+
+    sidecar = merged_archive + patch_merge.SIDECAR_SUFFIX
+    try:
+        return json.loads(storage.read_bytes(sidecar))["report"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class TarballSource(Source):
     name = "tarballs"
+
+    def origin(self, ref: MemberRef) -> str:
+        """For the merged test tar (our copy): the patch for the images it replaced or
+        added, the 2012 test tar for the others."""
+        if storage.basename(ref.archive) != layout.MERGED_TEST_ARCHIVE:
+            return ref.archive
+        report = _merge_report(ref.archive)
+        if report is None:
+            return ref.archive
+        from_patch = {posixpath.normpath(n) for n in report["replaced"] + report["added"]}
+        if posixpath.normpath(ref.file_name) in from_patch:
+            return f"the test patch {report['patch_archive']} (merged into {ref.archive})"
+        return report["test_archive"]
 
     def find(
         self,
