@@ -58,6 +58,25 @@ def size(path: str) -> int:
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
+def identity(path: str) -> dict:
+    """What changes whenever a file's content may have: locally size, modification and
+    change times, inode and device (a rewrite with its modification time set back still
+    changes the change time, which no user can set); on GCS size and generation (a new
+    one for every write of the object)."""
+    if not is_remote(path):
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                "inode": st.st_ino, "device": st.st_dev}
+    _remote_ready(path)
+    from apache_beam.io.gcp.gcsio import parse_gcs_path
+
+    bucket, name = parse_gcs_path(path)
+    blob = _gcsio().client.bucket(bucket).get_blob(name)
+    if blob is None:
+        raise FileNotFoundError(path)
+    return {"size": blob.size, "generation": blob.generation}
+
+
 def last_updated(path: str) -> float:
     _remote_ready(path)
     return FileSystems.last_updated(path)

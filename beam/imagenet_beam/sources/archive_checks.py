@@ -5,7 +5,8 @@ minutes with a message saying what to do, not deep inside a pipeline. Each archi
 once, as a stream: the bytes feed sha256 and md5 (kept for lineage) while `tarfile` walks
 the same bytes to the end-of-archive marker. Archives image-net.org publishes checksums for
 are compared with them (size first, so a short download fails without being read). Results
-can be cached by (path, size, modified time), so a re-run does not read 160 GB again.
+can be cached by the file's identity (path, size, times and inode; on GCS its generation),
+so a re-run does not read 160 GB again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _CHUNK = 8 << 20
 _TAR_BUFSIZE = 1 << 20
 _PROGRESS_EVERY = 10 << 30
 PUBLISHED = "published"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by storage.identity, not size and mtime
 
 _ADVICE = "download it again, or turn off verify_checksums for custom or subset data"
 
@@ -162,12 +163,12 @@ def _read_and_walk(path: str) -> tuple[str, str, int, int]:
     return reader.sha256.hexdigest(), reader.md5.hexdigest(), count, reader.bytes_read
 
 
-def _cache_path(cache_dir: str, path: str, size: int, modified: float) -> str:
-    key = json.dumps([path, size, modified])
+def _cache_path(cache_dir: str, path: str, identity: dict) -> str:
+    key = json.dumps([path, identity], sort_keys=True)
     return storage.join(cache_dir, hashlib.sha1(key.encode("utf-8")).hexdigest() + ".json")
 
 
-def _load_cached(cache_file: str, path: str, size: int, modified: float) -> ArchiveCheck | None:
+def _load_cached(cache_file: str, path: str, identity: dict) -> ArchiveCheck | None:
     """The stored result for exactly this file state, or None (a torn file is a miss)."""
     if not storage.exists(cache_file):
         return None
@@ -179,14 +180,18 @@ def _load_cached(cache_file: str, path: str, size: int, modified: float) -> Arch
         check = ArchiveCheck(**fields)
     except (ValueError, KeyError, TypeError):
         return None
-    if (check.path, check.size, check.modified) != (path, size, modified):
+    if check.path != path or stored.get("identity") != identity:
         return None
     return check
 
 
-def _store_cached(cache_file: str, cache_dir: str, check: ArchiveCheck) -> None:
+def _store_cached(cache_file: str, cache_dir: str, check: ArchiveCheck, identity: dict) -> None:
     storage.makedirs(cache_dir)
-    record = {"version": _CACHE_VERSION, "check": dict(check.to_dict(), cached=False)}
+    record = {
+        "version": _CACHE_VERSION,
+        "identity": identity,
+        "check": dict(check.to_dict(), cached=False),
+    }
     storage.write_bytes(cache_file, json.dumps(record, indent=1, sort_keys=True).encode())
 
 
@@ -218,7 +223,8 @@ def check_archive(
         raise ArchiveCheckError(
             f"{path} does not exist. {dataset.DOWNLOAD_INSTRUCTIONS}", {path: "missing"}
         )
-    size = storage.size(path)
+    identity = storage.identity(path)
+    size = identity["size"]
     modified = storage.last_updated(path)
     expected = None
     if verify_checksum:
@@ -230,9 +236,9 @@ def check_archive(
             {path: "size differs from the published size"},
         )
 
-    cache_file = _cache_path(cache_dir, path, size, modified) if cache_dir else None
+    cache_file = _cache_path(cache_dir, path, identity) if cache_dir else None
     if cache_file and cache_dir:
-        cached = _load_cached(cache_file, path, size, modified)
+        cached = _load_cached(cache_file, path, identity)
         if cached is not None and _satisfies(cached, expected):
             log.info("%s: checked before (sha256 %s), not read again", path, cached.sha256)
             return cached
@@ -262,7 +268,7 @@ def check_archive(
         verified_against=PUBLISHED if expected is not None else None,
     )
     if cache_file and cache_dir:
-        _store_cached(cache_file, cache_dir, check)
+        _store_cached(cache_file, cache_dir, check, identity)
     return check
 
 

@@ -244,7 +244,7 @@ def _write_merged(
 def _fingerprint(path: str) -> dict[str, Any]:
     if not storage.exists(path):
         raise FileNotFoundError(f"{path} does not exist; it is needed to merge the test patch")
-    return {"path": path, "size": storage.size(path), "modified": storage.last_updated(path)}
+    return {"path": path, **storage.identity(path)}
 
 
 def _sibling(path: str, name: str) -> str:
