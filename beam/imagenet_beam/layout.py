@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
+import re
 
 from imagenet_beam import dataset
 
@@ -61,6 +62,14 @@ def shard_prefix(split: str) -> str:
 def shard_file_name(split: str, file_format: str, index: int, num_shards: int) -> str:
     """TFDS's shard name: imagenet2012-train.tfrecord-00000-of-01024."""
     return f"{shard_prefix(split)}.{file_format}-{index:05d}-of-{num_shards:05d}"
+
+
+def shard_file_format(name: str) -> str | None:
+    """The file format a shard's name says (imagenet2012-train.tfrecord-00000-of-01024)."""
+    match = re.fullmatch(
+        re.escape(dataset.DATASET_NAME) + r"-[a-z]+\.([a-z_]+)-\d{5}-of-\d{5}", name
+    )
+    return match.group(1) if match else None
 
 
 def is_shard_file(name: str) -> bool:

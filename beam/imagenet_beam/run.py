@@ -21,7 +21,7 @@ from typing import Any
 
 from imagenet_beam import dataset, sources, storage
 from imagenet_beam import publish as publication
-from imagenet_beam.layout import OutputLayout, StagingLayout
+from imagenet_beam.layout import OutputLayout, StagingLayout, shard_file_format
 from imagenet_beam.settings import Settings, SettingsError
 from imagenet_beam.sources import SplitInput
 from imagenet_beam.sources.archive_checks import ArchiveCheck
@@ -452,6 +452,14 @@ def publish(
     except publication.PublishError as e:
         raise ConvertError(str(e)) from None
 
+    written = sorted({str(shard_file_format(r.file)) for r in results})
+    if written != [options["file_format"]]:
+        raise ConvertError(
+            f"the shards staged in {staged.staging_dir} are {', '.join(written)}, not the "
+            f"{options['file_format']} their records say: another conversion wrote into the "
+            "same staging directory; run one conversion per data_dir at a time, then convert "
+            "again"
+        )
     storage.delete_tree(staged.work_dir)
     metadata.write_tfds_metadata(staged.staging_dir, options["file_format"], results)
     record = metadata.lineage_record(

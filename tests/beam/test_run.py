@@ -231,3 +231,20 @@ def test_publish_takes_exactly_the_splits_this_run_staged(tmp_path):
     assert not os.path.exists(version_dir(out))
     record = run.publish(str(out), splits=["validation"], run_id="other")
     assert list(record.splits) == ["validation"]
+
+
+def test_publish_derives_the_format_from_the_shards_written(tmp_path):
+    """Records of one run beside shards of another (what two conversions racing into one
+    staging directory leave) are refused, not published as a version that cannot load."""
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    out = tmp_path / "out"
+    convert(generated.manual_dir, out, "--splits=validation", "--stage_only", "--run_id=r",
+            "--direct_running_mode=in_memory")
+    record_path = os.path.join(out, "imagenet2012", ".5.1.0.incomplete", "_work",
+                               "split-validation.json")
+    record = json.load(open(record_path))
+    record["settings"]["file_format"] = "array_record"  # as the other run's record says
+    json.dump(record, open(record_path, "w"))
+    with pytest.raises(run.ConvertError, match="are tfrecord, not the array_record"):
+        run.publish(str(out), splits=["validation"], run_id="r")
+    assert not os.path.exists(version_dir(out))
