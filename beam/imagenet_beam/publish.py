@@ -71,8 +71,12 @@ def files_not_ours(version_dir: str) -> list[str]:
     prefix = version_dir.rstrip("/") + "/"
     present = [p[len(prefix):] for p in storage.list_files(version_dir)]
     if is_published(version_dir):
-        listed = set(read_completion_marker(version_dir)["files"]) | {COMPLETE_MARKER}
-        return sorted(name for name in present if name not in listed)
+        try:
+            listed = set(read_completion_marker(version_dir)["files"]) | {COMPLETE_MARKER}
+        except (ValueError, KeyError, TypeError):  # a damaged marker lists nothing
+            listed = set()
+        if listed:
+            return sorted(name for name in present if name not in listed)
     return sorted(name for name in present if not layout.is_version_file(name))
 
 

@@ -68,15 +68,10 @@ def check_paths(settings: Settings) -> None:
                 f"manual_dir {manual}, where it would be mixed with the inputs: choose a "
                 "data_dir outside the manual directory"
             )
-    try:
-        foreign = publication.files_not_ours(output.version_dir)
-    except OSError:
-        foreign = []
-    if foreign:
-        try:
-            publication.refuse_to_replace(output.version_dir, overwrite=True)
-        except publication.PublishError as e:
-            raise ConvertError(str(e)) from None
+    try:  # with overwrite, only files that no conversion wrote are refused
+        publication.refuse_to_replace(output.version_dir, overwrite=True)
+    except publication.PublishError as e:
+        raise ConvertError(str(e)) from None
 
 
 def check_runner(settings: Settings, beam_args: Sequence[str]) -> str:
@@ -304,7 +299,7 @@ def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None
 
     problems = pipeline.recorded_errors(staged, splits)
     if problems:
-        more = f" ({len(problems) - 1} more problem(s) of this kind)" if len(problems) > 1 else ""
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ConvertError(problems[0] + more)
 
 
