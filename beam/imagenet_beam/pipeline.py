@@ -104,8 +104,9 @@ class RecordedErrors:
     Raised inside a Beam worker, the error would reach the user as the runner's traceback
     (the SDK worker prints it to stderr itself, in any running mode); recorded, the job
     ends, `run.stage` (or `publish`, after a Dataflow job) reports the message alone and
-    the command exits with DATA_ERROR_EXIT. Steps look for a recorded error before they
-    start, so a failed run stops doing work early.
+    the command exits with DATA_ERROR_EXIT. Each step's whole work is guarded, its own
+    work files included, so no space left while writing them is reported the same way.
+    Steps look for a recorded error before they start, so a failed run stops early.
     """
 
     def __init__(self, staging: StagingLayout, name: str, path: str, labels: bool = False):
@@ -121,7 +122,7 @@ class RecordedErrors:
             return False
         storage.write_bytes(
             self._staging.error_file(self._name),
-            json.dumps({"message": error.message}).encode("utf-8"),
+            json.dumps({"message": str(error)}).encode("utf-8"),
         )
         self.failed = True
         return True
@@ -166,16 +167,16 @@ class IndexMembersFn(beam.DoFn):
         if failed_already(self._staging, split):
             return
         ident = hashlib.sha1(json.dumps([path, detail]).encode("utf-8")).hexdigest()[:20]
+        index_file = self._staging.index_file(split, ident)
         with RecordedErrors(self._staging, f"{split}-index-{ident}", path, labels=True) as guard:
             refs = self._source.index(item)
+            if refs:
+                _write_members(index_file, refs)
         if guard.failed:
             return
         self.indexed.inc(len(refs))
-        if not refs:
-            return
-        index_file = self._staging.index_file(split, ident)
-        _write_members(index_file, refs)
-        yield split, index_file
+        if refs:
+            yield split, index_file
 
 
 class IndexArchives(beam.PTransform):
@@ -203,15 +204,16 @@ def _plan_group(group, num_shards, staging: StagingLayout):
     if failed_already(staging, split):
         return
     members = [m for path in sorted(index_files) for m in _read_members(path)]
+    planned = []
     with RecordedErrors(staging, f"{split}-plan", staging.staging_dir) as guard:
         specs = plan.plan_split(split, members, num_shards)
-    if guard.failed:
-        return
-    del members
-    for spec in specs:
-        path = staging.plan_file(split, spec.index, spec.num_shards)
-        _write_ordered_members(path, spec)
-        yield (spec.split, spec.index, spec.num_shards, path)
+        del members
+        for spec in specs:
+            path = staging.plan_file(split, spec.index, spec.num_shards)
+            _write_ordered_members(path, spec)
+            planned.append((spec.split, spec.index, spec.num_shards, path))
+    if not guard.failed:
+        yield from planned
 
 
 class PlanShards(beam.PTransform):
@@ -246,22 +248,22 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, task):
         split, index, num_shards, members_file = task
-        spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
         if failed_already(self._staging, split):
             return
+        spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
         with RecordedErrors(
             self._staging, f"{split}-{index:05d}", self._staging.staging_dir
         ) as guard:
             result = shards.write_shard(
                 spec, self._settings, self._source, self._staging.staging_dir
             )
+            del spec
+            storage.write_bytes(
+                self._staging.result_file(result.split, result.index),
+                result.to_json().encode("utf-8"),
+            )
         if guard.failed:
             return
-        del spec
-        storage.write_bytes(
-            self._staging.result_file(result.split, result.index),
-            result.to_json().encode("utf-8"),
-        )
         self.examples.inc(result.num_examples)
         self.fixed.inc(len(result.fixed))
         self.skipped.inc(len(result.skipped))

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 
 from imagenet_beam import formats, images, layout, storage
-from imagenet_beam.errors import ERROR_PREFIX, DataError
+from imagenet_beam.errors import DataError
 from imagenet_beam.formats import tfds_schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
@@ -120,7 +120,7 @@ def encode_shard(
                 notes.skipped.append(_member_note(ref, str(e)))
                 continue
             raise CorruptMemberError(
-                f"{ERROR_PREFIX}{ref.split} image {ref.file_name!r} in {source.origin(ref)} "
+                f"{ref.split} image {ref.file_name!r} in {source.origin(ref)} "
                 f"{e}. Replace the archive with an intact download, or run with "
                 "--on_corrupt=skip to leave such images out (they are listed in lineage.json)."
             ) from None

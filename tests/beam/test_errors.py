@@ -142,3 +142,16 @@ def test_a_broken_image_from_the_patch_is_blamed_on_the_patch(tmp_path):
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert error.startswith(f"error: test image {broken!r} in the test patch {patch} "), error
     assert "Traceback" not in proc.stderr
+
+
+def test_environment_errors_name_the_file_they_are_about():
+    import errno
+
+    from imagenet_beam.errors import from_os_error
+
+    full = from_os_error(OSError(errno.ENOSPC, "No space left on device", "/out/shard-1"), "/x")
+    assert str(full).startswith("no space left on the device while writing /out/shard-1:")
+    denied = from_os_error(OSError(errno.EACCES, "Permission denied"), "/out")
+    assert str(denied) == ("cannot write /out (Permission denied): choose a data_dir this "
+                           "user can write to")
+    assert from_os_error(OSError(errno.EIO, "I/O error"), "/out") is None
