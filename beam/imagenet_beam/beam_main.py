@@ -16,8 +16,8 @@ from imagenet_beam.cli import (
 from imagenet_beam.dataflow import private_setup_file
 
 if __name__ == "__main__":
-    args = take_debug_flag(sys.argv[1:])
-    configure_logging("--debug" in sys.argv[1:])
+    args, debug = take_debug_flag(sys.argv[1:])
+    configure_logging(debug)
     limit_malloc_arenas()
     with private_setup_file(args) as argv:
         code = convert_main(argv)

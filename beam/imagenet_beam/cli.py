@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from imagenet_beam import dataset
-from imagenet_beam.errors import DATA_ERROR_EXIT, message_in
+from imagenet_beam.errors import DATA_ERROR_EXIT, DataError
 
 _debug = False  # --debug: tracebacks as they are
 
@@ -117,16 +117,10 @@ def convert_main(argv: Sequence[str]) -> int:
             print(f"staged {','.join(settings.splits)} in {staging}")
             return 0
         outcome = run.convert(settings, beam_args)
-    except run.ConvertError as e:
+    except (run.ConvertError, DataError) as e:
         if _debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return DATA_ERROR_EXIT
-    except Exception as e:
-        message = message_in(e)
-        if message is None or _debug:
-            raise
-        print(f"error: {message}", file=sys.stderr)
         return DATA_ERROR_EXIT
     if outcome.up_to_date:
         print(outcome.reason)
@@ -219,17 +213,17 @@ def configure_logging(debug: bool = False) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def take_debug_flag(argv: Sequence[str]) -> list[str]:
-    """argv without --debug, which shows every traceback as it is."""
+def take_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """(argv without --debug, whether it was given): --debug shows every traceback."""
     global _debug
     argv = list(argv)
     _debug = DEBUG_FLAG in argv
-    return [a for a in argv if a != DEBUG_FLAG]
+    return [a for a in argv if a != DEBUG_FLAG], _debug
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = take_debug_flag(sys.argv[1:] if argv is None else argv)
-    configure_logging(_debug)
+    argv, debug = take_debug_flag(sys.argv[1:] if argv is None else argv)
+    configure_logging(debug)
     limit_malloc_arenas()
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

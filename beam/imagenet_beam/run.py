@@ -240,16 +240,19 @@ def up_to_date(settings: Settings, wanted: str) -> str | None:
     )
 
 
-def may_replace(settings: Settings, wanted: str) -> bool:
-    """Whether publishing may replace what is at the version directory without
-    --overwrite: nothing there, a killed publication of ours, or ours with this fingerprint."""
+def refuse_other_version(settings: Settings, wanted: str) -> None:
+    """Without --overwrite, publishing replaces only nothing, a killed publication of ours,
+    or ours with this fingerprint (converted again with --force, or no longer verifying);
+    anything else is refused before any work."""
     from imagenet_beam import metadata
 
     final = OutputLayout(settings.data_dir).version_dir
-    existing = publication.existing_version(final)
-    if existing is None or settings.overwrite:
-        return True
-    return existing == "published" and metadata.read_lineage(final).fingerprint == wanted
+    if publication.is_published(final) and metadata.read_lineage(final).fingerprint == wanted:
+        return
+    try:
+        publication.refuse_to_replace(final, overwrite=settings.overwrite)
+    except publication.PublishError as e:
+        raise ConvertError(str(e)) from None
 
 
 # --- stage (the Beam job) --------------------------------------------------------------
@@ -514,11 +517,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     reason = up_to_date(settings, wanted)
     if reason and not settings.force:
         return Outcome(version_dir, up_to_date=True, reason=reason)
-    if not may_replace(settings, wanted):
-        try:
-            publication.refuse_to_replace(version_dir, overwrite=False)
-        except publication.PublishError as e:
-            raise ConvertError(str(e)) from None
+    refuse_other_version(settings, wanted)
     staging = prepare_staging(settings)
     run_id = settings.run_id or f"cli-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:

@@ -357,11 +357,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=s.name, default=None, type=kind, help=help_text)
 
 
-def from_namespace(namespace: argparse.Namespace | Mapping[str, Any]) -> Settings:
-    values = namespace if isinstance(namespace, Mapping) else vars(namespace)
-    return Settings.from_mapping({k: v for k, v in values.items() if k in BY_NAME})
-
-
 def form_params(defaults: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """name → (default, JSON schema) of every setting in the DAG's trigger form.
 

@@ -71,16 +71,14 @@ class ImageNetArchivesSensor(BaseSensorOperator):
 
         self._refuse_unknown_params(context)
         try:
-            run.check_paths(Settings.from_mapping(context["params"]))
+            run_settings = Settings.from_mapping(context["params"])
+            run.check_paths(run_settings)
         except (run.ConvertError, ValueError) as e:
             raise AirflowFailException(str(e)) from None
 
-        looking_for = Settings.from_mapping({
-            "manual_dir": self.manual_dir,
-            "data_dir": ".",  # not looked at
-            "splits": self._splits(),
-            "test_patch": self.test_patch or None,
-        })
+        looking_for = run_settings.replace(
+            manual_dir=self.manual_dir, splits=self._splits(), test_patch=self.test_patch or None
+        )
         inputs, message = run.look_for_inputs(looking_for)
         if message is None:
             sources = {split: source.paths for split, source in inputs.splits.items()}

@@ -87,13 +87,21 @@ def test_checksums_are_verified_by_default(patch_input, tmp_path):
     assert not os.path.exists(version_dir(tmp_path))
 
 
-@pytest.mark.parametrize("damage", ["truncate_shard", "grow_shard", "delete_features"])
-def test_a_damaged_published_version_is_converted_again(damage, tmp_path):
+VALIDATION_ARGS = ("--splits=validation", "--direct_running_mode=in_memory")
+
+
+def _published_validation(tmp_path):
+    """(generated input, data_dir, version dir) of a published validation-only conversion."""
     generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
     out = tmp_path / "out"
-    args = ("--splits=validation", "--direct_running_mode=in_memory")
-    convert(generated.manual_dir, out, *args)
-    path = version_dir(out)
+    convert(generated.manual_dir, out, *VALIDATION_ARGS)
+    return generated, out, version_dir(out)
+
+
+@pytest.mark.parametrize("damage", ["truncate_shard", "grow_shard", "delete_features"])
+def test_a_damaged_published_version_is_converted_again(damage, tmp_path):
+    generated, out, path = _published_validation(tmp_path)
+    args = VALIDATION_ARGS
     [shard] = [n for n in os.listdir(path) if n.startswith("imagenet2012-validation.")]
     good = open(os.path.join(path, shard), "rb").read()
     if damage == "truncate_shard":
@@ -196,11 +204,8 @@ def test_an_output_inside_the_manual_dir_is_refused(tmp_path):
 
 @pytest.mark.parametrize("published", [True, False])
 def test_files_of_the_users_in_a_version_dir_are_never_deleted(published, tmp_path):
-    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
-    out = tmp_path / "out"
-    args = ("--splits=validation", "--direct_running_mode=in_memory")
-    convert(generated.manual_dir, out, *args)
-    path = version_dir(out)
+    generated, out, path = _published_validation(tmp_path)
+    args = VALIDATION_ARGS
     if not published:  # what a killed publication leaves: no marker
         os.remove(os.path.join(path, "_COMPLETE"))
     os.makedirs(os.path.join(path, "checkpoints"))
