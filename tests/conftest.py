@@ -108,7 +108,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory):
-    """A real GCS JSON API server on localhost (gcp-storage-emulator), for `gs://` paths.
+    """A real GCS JSON API server on localhost (gcp-storage-emulator, with GCS's generation
+    preconditions: `tests/gcs/gcs_server.py`), for `gs://` paths.
 
     `STORAGE_EMULATOR_HOST` points google-cloud-storage and Beam's GCS filesystem at it, in
     this process and in every process started after (Airflow tasks, Beam workers).
@@ -121,8 +122,8 @@ def gcs_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("gcs_server") / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
     server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator"), "start",
-         "--host=127.0.0.1", f"--port={port}", "--in-memory", "--quiet"],
+        [sys.executable, "-m", "tests.gcs.gcs_server", "--host=127.0.0.1", f"--port={port}"],
+        cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

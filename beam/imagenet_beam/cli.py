@@ -112,8 +112,17 @@ def convert_main(argv: Sequence[str]) -> int:
             raise run.ConvertError(unknown)
         settings = run.settings_from(given)
         if settings.stage_only:
-            inputs = run.find_inputs(settings)
-            staging = run.stage(settings, run.conversion_inputs(inputs, None), beam_args)
+            # A DAG run's convert task names its run (the lease is the run's, across its
+            # tasks); alone, staging holds the lease for this process only.
+            run_id = settings.run_id or run.new_run_id()
+            with run.holding_lease(
+                settings.data_dir, run_id, process_bound=not settings.run_id
+            ):
+                inputs = run.find_inputs(settings)
+                staging = run.stage(
+                    settings.replace(run_id=run_id), run.conversion_inputs(inputs, None),
+                    beam_args,
+                )
             print(f"staged {','.join(settings.splits)} in {staging}")
             return 0
         outcome = run.convert(settings, beam_args)
@@ -143,7 +152,8 @@ def publish_main(argv: Sequence[str]) -> int:
     parser.add_argument("--staging_dir", default=None)
     args = parser.parse_args(argv)
     try:
-        record = run.publish(args.data_dir, args.staging_dir, overwrite=True)
+        with run.holding_lease(args.data_dir, run.new_run_id(), process_bound=True):
+            record = run.publish(args.data_dir, args.staging_dir, overwrite=True)
     except run.ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@
         .5.1.0.incomplete/           staging: shards are written here, then swapped in
           _work/                     per split its input record; index, plan, shard results
         5.1.0.replaced               the previous version, for the moment of the swap
+        .5.1.0.lease                 who is writing the version (one writer at a time)
       .imagenet2012-work/            kept between runs: archive-check cache, merged test tar
 
 Standard library only: the DAG names Assets and paths at parse time.
@@ -24,6 +25,7 @@ from imagenet_beam import dataset
 
 STAGING_SUFFIX = ".incomplete"
 REPLACED_SUFFIX = ".replaced"
+LEASE_SUFFIX = ".lease"
 STAGING_WORK = "_work"
 INDEX_DIR = "index"  # one file of member descriptors per work item
 PLAN_DIR = "plan"  # one file per shard: its members in key order
@@ -112,6 +114,11 @@ class OutputLayout:
     @property
     def replaced_dir(self) -> str:
         return self.version_dir + REPLACED_SUFFIX
+
+    @property
+    def lease_file(self) -> str:
+        """The version's lease record (see `lease`): beside it, never inside."""
+        return join(self.dataset_dir, "." + dataset.VERSION + LEASE_SUFFIX)
 
     @property
     def run_work_dir(self) -> str:

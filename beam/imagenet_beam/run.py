@@ -10,16 +10,18 @@ steps before it returned; what crosses a task boundary has `to_dict`/`from_dict`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from imagenet_beam import dataset, sources, storage
+from imagenet_beam import lease as leases
 from imagenet_beam import publish as publication
 from imagenet_beam.layout import OutputLayout, StagingLayout, shard_file_format
 from imagenet_beam.settings import Settings, SettingsError
@@ -95,6 +97,55 @@ def check_runner(settings: Settings, beam_args: Sequence[str]) -> str:
                 f"{' and '.join(local)} must be gs:// paths"
             )
     return name
+
+
+# --- one writer per version ------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """A command line run's id (a DAG run has its own)."""
+    return f"cli-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def holding_lease(data_dir: str, run_id: str, *, process_bound: bool) -> Iterator[Any]:
+    """The version's lease (see `lease`) for a block of work: refused at once, naming the
+    holder, when another run has it. A process-bound lease (a command line run) is released
+    at the end; a DAG run's task only stops renewing it (the run's last task releases it,
+    `release_lease`)."""
+    lease = leases.Lease(
+        OutputLayout(data_dir).lease_file, run_id, process_bound=process_bound
+    )
+    try:
+        lease.acquire()
+    except leases.LeaseHeld as e:
+        raise ConvertError(str(e)) from None
+    try:
+        yield lease
+    finally:
+        if process_bound:
+            lease.release()
+        else:
+            lease.stop_renewing()
+
+
+def release_lease(settings: Settings, run_id: str, *, published: bool) -> str:
+    """A DAG run's end: removes what it staged when it did not publish (a failed
+    conversion leaves nothing behind), then releases its lease. What happened, as a line."""
+    lease = leases.Lease(OutputLayout(settings.data_dir).lease_file, run_id, process_bound=False)
+    try:
+        lease.acquire()
+    except leases.LeaseHeld as e:
+        return f"not releasing the lease, it is no longer this run's: {e}"
+    lease.stop_renewing()
+    said = f"released {lease.path}"
+    if not published:
+        staging = staging_dir(settings)
+        if storage.list_files(staging):
+            storage.delete_tree(staging)
+            said = f"removed this run's unpublished staging directory {staging}; " + said
+    lease.release()
+    return said
 
 
 # --- find the inputs -------------------------------------------------------------------
@@ -501,44 +552,47 @@ class Outcome:
 
 
 def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
-    """Every step: the command line's `convert`."""
+    """Every step: the command line's `convert`, under the version's lease from the
+    first read to the end of publishing."""
     version_dir = OutputLayout(settings.data_dir).version_dir
     check_paths(settings)
     check_runner(settings, beam_args)
-    inputs = find_inputs(settings)
-    checks = check_archives(settings, inputs)
-    for check in checks:
-        log.info(
-            "%s: %s bytes, sha256 %s%s", check.name, f"{check.size:,}", check.sha256,
-            " (matches the published checksum)" if check.verified_against else "",
+    run_id = settings.run_id or new_run_id()
+    with holding_lease(settings.data_dir, run_id, process_bound=True) as lease:
+        inputs = find_inputs(settings)
+        checks = check_archives(settings, inputs)
+        for check in checks:
+            log.info(
+                "%s: %s bytes, sha256 %s%s", check.name, f"{check.size:,}", check.sha256,
+                " (matches the published checksum)" if check.verified_against else "",
+            )
+        merged = merge_test_patch(settings, inputs)
+        wanted = fingerprint(settings, checks)
+        reason = up_to_date(settings, wanted)
+        if reason and not settings.force:
+            return Outcome(version_dir, up_to_date=True, reason=reason)
+        refuse_other_version(settings, wanted)
+        staging = prepare_staging(settings)
+        try:
+            staged = stage(
+                settings.replace(staging_dir=staging, run_id=run_id),
+                conversion_inputs(inputs, merged),
+                beam_args,
+            )
+            lease.check()
+        except BaseException:
+            storage.delete_tree(staging)  # only this run's: nothing of it was published
+            raise
+        record = publish(
+            settings.data_dir,
+            staged,
+            overwrite=True,
+            splits=settings.splits,
+            run_id=run_id,
+            fingerprint=wanted,
+            archives=[c.to_dict() for c in checks],
+            test_patch=merged,
         )
-    merged = merge_test_patch(settings, inputs)
-    wanted = fingerprint(settings, checks)
-    reason = up_to_date(settings, wanted)
-    if reason and not settings.force:
-        return Outcome(version_dir, up_to_date=True, reason=reason)
-    refuse_other_version(settings, wanted)
-    staging = prepare_staging(settings)
-    run_id = settings.run_id or f"cli-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    try:
-        staged = stage(
-            settings.replace(staging_dir=staging, run_id=run_id),
-            conversion_inputs(inputs, merged),
-            beam_args,
-        )
-    except BaseException:
-        storage.delete_tree(staging)  # only this run's: nothing of it was published
-        raise
-    record = publish(
-        settings.data_dir,
-        staged,
-        overwrite=True,
-        splits=settings.splits,
-        run_id=run_id,
-        fingerprint=wanted,
-        archives=[c.to_dict() for c in checks],
-        test_patch=merged,
-    )
     # What was published is what lineage says (marker, files, sizes); the shards' sha256
     # were taken as they were written. Decoding through TFDS costs TensorFlow's import
     # (~3 s, ~400 MiB): that is `python -m imagenet_beam verify`'s, and the DAG's.
