@@ -136,6 +136,21 @@ def imagenet2012():
         retries=0,
     )
 
+    @task(retries=0)
+    def take_lease(params=None) -> str:
+        """One writer per version: held from here to the end of publish."""
+        from imagenet_airflow import tasks
+
+        return tasks.take_lease(params)
+
+    @task
+    def release_lease(params=None) -> None:
+        """The run's end, however it went: its unpublished staging removed, its lease
+        released."""
+        from imagenet_airflow import tasks
+
+        tasks.release_lease(params)
+
     @openlineage_events.lineage_task(openlineage=openlineage_events.archives_read)
     def verify_archives(params=None) -> dict:
         from imagenet_airflow import tasks
@@ -203,8 +218,10 @@ def imagenet2012():
         retries=2,
     ).expand_kwargs(conversion_jobs(plan))
     published = publish(verified, merged, plan)
-    wait_for_archives >> verified
+    lease = take_lease()
+    wait_for_archives >> lease >> verified
     convert >> published
+    published >> release_lease().as_teardown(setups=lease)
     validate_and_record(published, verified)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -69,6 +70,68 @@ def read_tfrecord_examples(version_path: str, split: str) -> dict[str, tuple[int
         ex = tf.io.parse_single_example(raw, spec)
         out[ex["file_name"].numpy().decode()] = (int(ex["label"].numpy()), ex["image"].numpy())
     return out
+
+
+@pytest.fixture(scope="session")
+def busy_input(tmp_path_factory):
+    """Enough images that a conversion takes a while: time to start another beside it."""
+    from imagenet_beam import synthetic
+
+    manual = tmp_path_factory.mktemp("busy_input")
+    synthetic.generate_manual_dir(
+        str(manual), num_classes=20, train_per_class=80, num_validation=100,
+        splits=("train", "validation"), image_size=(320, 240),
+    )
+    return manual
+
+
+def start_convert(manual, data_dir, *extra):
+    """A command line conversion of train and validation, running in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "imagenet_beam", "convert", f"--manual_dir={manual}",
+         f"--data_dir={data_dir}", "--splits=train,validation", "--verify_checksums=false",
+         "--runner=DirectRunner", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: `paused` stops all of it
+    )
+
+
+@contextlib.contextmanager
+def paused(proc):
+    """`proc` and its children stopped (SIGSTOP) for a block: a holder of the lease that
+    stays in place however long the other side takes to start; continued afterwards."""
+    import signal
+
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
+def wait_for_holder(data_dir, proc, timeout=120.0, run_id_prefix=None) -> dict:
+    """The version's lease record once `proc` holds it (or a run whose id starts with
+    `run_id_prefix`: a DAG run inside `proc`)."""
+    import json
+    import time
+
+    from imagenet_beam.layout import OutputLayout
+
+    path = OutputLayout(str(data_dir)).lease_file
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with open(path) as f:
+                record = json.loads(f.read() or "null")
+        except (OSError, ValueError):
+            record = None
+        if record and (record["run_id"].startswith(run_id_prefix) if run_id_prefix
+                       else record["owner"].startswith(f"pid {proc.pid} ")):
+            return record
+        time.sleep(0.05)
+    raise AssertionError("the conversion never took the lease")
+
 
 
 @pytest.fixture(scope="session")

@@ -114,9 +114,13 @@ def convert_main(argv: Sequence[str]) -> int:
         if settings.stage_only:
             # A DAG run's convert task names its run (the lease is the run's, across its
             # tasks); alone, staging holds the lease for this process only.
+            from imagenet_beam import lease
+
+            runner = run.check_runner(settings, beam_args)
             run_id = settings.run_id or run.new_run_id()
             with run.holding_lease(
-                settings.data_dir, run_id, process_bound=not settings.run_id
+                settings.data_dir, run_id, process_bound=not settings.run_id,
+                ttl=lease.DATAFLOW_TTL_SECONDS if "dataflow" in runner.lower() else None,
             ):
                 inputs = run.find_inputs(settings)
                 staging = run.stage(

@@ -41,6 +41,9 @@ from imagenet_beam.errors import DataError
 # scheduling gaps between its tasks.
 CLI_TTL_SECONDS = 120.0
 DAG_TTL_SECONDS = float(os.environ.get("IMAGENET2012_LEASE_SECONDS", 15 * 60))
+# A Dataflow job runs on after its launcher (and the DAG's deferred task) is gone, renewing
+# nothing: its run's record covers a long job. The run's last task releases it earlier.
+DATAFLOW_TTL_SECONDS = 24 * 3600.0
 # How long to wait for the lock guarding a record's read-and-write (held only for that).
 _LOCK_WAIT_SECONDS = 10.0
 

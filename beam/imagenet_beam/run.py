@@ -108,13 +108,15 @@ def new_run_id() -> str:
 
 
 @contextlib.contextmanager
-def holding_lease(data_dir: str, run_id: str, *, process_bound: bool) -> Iterator[Any]:
+def holding_lease(
+    data_dir: str, run_id: str, *, process_bound: bool, ttl: float | None = None
+) -> Iterator[Any]:
     """The version's lease (see `lease`) for a block of work: refused at once, naming the
     holder, when another run has it. A process-bound lease (a command line run) is released
     at the end; a DAG run's task only stops renewing it (the run's last task releases it,
     `release_lease`)."""
     lease = leases.Lease(
-        OutputLayout(data_dir).lease_file, run_id, process_bound=process_bound
+        OutputLayout(data_dir).lease_file, run_id, process_bound=process_bound, ttl=ttl
     )
     try:
         lease.acquire()
@@ -129,9 +131,10 @@ def holding_lease(data_dir: str, run_id: str, *, process_bound: bool) -> Iterato
             lease.stop_renewing()
 
 
-def release_lease(settings: Settings, run_id: str, *, published: bool) -> str:
-    """A DAG run's end: removes what it staged when it did not publish (a failed
-    conversion leaves nothing behind), then releases its lease. What happened, as a line."""
+def release_lease(settings: Settings, run_id: str) -> str:
+    """A DAG run's end: removes its staging directory (gone already when it published: a
+    failed conversion leaves nothing behind), then releases its lease. What it did, as a
+    line; nothing when the lease is no longer the run's (it expired and was taken over)."""
     lease = leases.Lease(OutputLayout(settings.data_dir).lease_file, run_id, process_bound=False)
     try:
         lease.acquire()
@@ -139,11 +142,10 @@ def release_lease(settings: Settings, run_id: str, *, published: bool) -> str:
         return f"not releasing the lease, it is no longer this run's: {e}"
     lease.stop_renewing()
     said = f"released {lease.path}"
-    if not published:
-        staging = staging_dir(settings)
-        if storage.list_files(staging):
-            storage.delete_tree(staging)
-            said = f"removed this run's unpublished staging directory {staging}; " + said
+    staging = staging_dir(settings)
+    if storage.list_files(staging):
+        storage.delete_tree(staging)
+        said = f"removed this run's unpublished staging directory {staging}; " + said
     lease.release()
     return said
 

@@ -7,8 +7,9 @@ happened. The data work, and every decision about it, is `imagenet_beam.run`'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -29,6 +30,43 @@ def settings(params: Mapping):
         raise AirflowFailException(str(e)) from None
 
 
+def _run_id() -> str:
+    from airflow.sdk import get_current_context
+
+    return get_current_context()["dag_run"].run_id
+
+
+@contextlib.contextmanager
+def holding_lease(conversion) -> Iterator[None]:
+    """The run's lease on the version, renewed while the task runs (taken by `take_lease`,
+    released by `release_lease`); another run holding it fails the task at once."""
+    from imagenet_beam import run
+
+    try:
+        with run.holding_lease(conversion.data_dir, _run_id(), process_bound=False):
+            yield
+    except run.ConvertError as e:
+        raise AirflowFailException(str(e)) from None
+
+
+def take_lease(params: Mapping) -> str:
+    """One writer per version: the run takes the version's lease before it reads or
+    writes anything, and holds it until `release_lease`."""
+    from imagenet_beam.layout import OutputLayout
+
+    conversion = settings(params)
+    with holding_lease(conversion):
+        path = OutputLayout(conversion.data_dir).lease_file
+        log.info("this run holds %s until it has published (or failed)", path)
+    return path
+
+
+def release_lease(params: Mapping) -> None:
+    from imagenet_beam import run
+
+    log.info(run.release_lease(settings(params), _run_id()))
+
+
 def verify_archives(params: Mapping) -> dict:
     """Size, sha256 (against the published values when asked) and readability of every
     archive the run needs; cached by path, size and modification time."""
@@ -42,10 +80,8 @@ def verify_archives(params: Mapping) -> dict:
     inputs, missing = run.look_for_inputs(conversion)
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry
-    try:
+    with holding_lease(conversion):
         checks = run.check_archives(conversion, inputs)
-    except run.ConvertError as e:
-        raise AirflowFailException(str(e)) from None
     for check in checks:
         log.info(
             "%s: %s bytes, sha256 %s%s%s",
@@ -62,10 +98,9 @@ def merge_test_patch(params: Mapping, verified: Mapping) -> dict | None:
     """Merges the 2012 test tar with the patch when the test split needs it."""
     from imagenet_beam import run
 
-    try:
-        report = run.merge_test_patch(settings(params), run.Inputs.from_dict(verified["inputs"]))
-    except run.ConvertError as e:
-        raise AirflowFailException(str(e)) from None
+    conversion = settings(params)
+    with holding_lease(conversion):
+        report = run.merge_test_patch(conversion, run.Inputs.from_dict(verified["inputs"]))
     if report is None:
         log.info("nothing to merge: the test split is not requested or its tar is patched")
     elif report["reused"]:
@@ -117,7 +152,8 @@ def plan_conversion(
     if reason:
         log.info("skipping the conversion: %s", reason)
         return {"up_to_date": True, "reason": reason, "fingerprint": wanted, "jobs": []}
-    staging = run.prepare_staging(conversion)
+    with holding_lease(conversion):
+        staging = run.prepare_staging(conversion)
     paths = run.conversion_inputs(run.Inputs.from_dict(verified["inputs"]), merged)
     jobs = conversion_jobs(params, paths, staging, run_id)
     return {"up_to_date": False, "reason": None, "fingerprint": wanted, "jobs": jobs}
@@ -138,7 +174,7 @@ def publish(
         log.info("nothing to publish: %s", plan["reason"])
         return {"published": False, "reason": plan["reason"]}
     conversion = settings(params)
-    try:
+    with holding_lease(conversion):
         record = run.publish(
             conversion.data_dir,
             overwrite=True,
@@ -149,8 +185,6 @@ def publish(
             test_patch=merged,
             airflow={**run_info, "params": dict(params)},
         )
-    except run.ConvertError as e:
-        raise AirflowFailException(str(e)) from None
     version_dir = OutputLayout(conversion.data_dir).version_dir
     return {
         "published": True,

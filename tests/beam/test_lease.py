@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,18 +17,14 @@ import pytest
 from imagenet_beam import lease as leases
 from imagenet_beam import synthetic
 from imagenet_beam.layout import OutputLayout
-from tests.conftest import ROOT, convert, run_cli, version_dir
-
-
-@pytest.fixture(scope="module")
-def slow_input(tmp_path_factory):
-    """Enough images that a conversion takes a few seconds (time to start another)."""
-    manual = tmp_path_factory.mktemp("lease_input")
-    synthetic.generate_manual_dir(
-        str(manual), num_classes=20, train_per_class=80, num_validation=100,
-        splits=("train", "validation"), image_size=(320, 240),
-    )
-    return manual
+from tests.conftest import (
+    convert,
+    paused,
+    run_cli,
+    start_convert,
+    version_dir,
+    wait_for_holder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,40 +34,15 @@ def small_input(tmp_path_factory):
     return manual
 
 
-def _start_convert(manual, data_dir, *extra):
-    return subprocess.Popen(
-        [sys.executable, "-m", "imagenet_beam", "convert", f"--manual_dir={manual}",
-         f"--data_dir={data_dir}", "--splits=train,validation", "--verify_checksums=false",
-         "--runner=DirectRunner", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def _wait_for_holder(data_dir, proc, timeout=120.0) -> dict:
-    """The lease record once `proc` holds it."""
-    path = OutputLayout(str(data_dir)).lease_file
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            with open(path) as f:
-                record = json.loads(f.read() or "null")
-        except (OSError, ValueError):
-            record = None
-        if record and record["owner"].startswith(f"pid {proc.pid} "):
-            return record
-        time.sleep(0.05)
-    raise AssertionError("the first conversion never took the lease")
-
-
 def test_a_second_conversion_into_the_same_data_dir_is_refused_naming_the_holder(
-    slow_input, tmp_path
+    busy_input, tmp_path
 ):
     data = tmp_path / "data"
-    first = _start_convert(slow_input, data, "--file_format=tfrecord", "--decode_images")
-    holder = _wait_for_holder(data, first)
-    second = convert(slow_input, data, "--splits=train,validation",
-                     "--file_format=array_record", check=False)
+    first = start_convert(busy_input, data, "--file_format=tfrecord")
+    holder = wait_for_holder(data, first)
+    with paused(first):
+        second = convert(busy_input, data, "--splits=train,validation",
+                         "--file_format=array_record", check=False)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stderr
@@ -88,10 +57,10 @@ def test_a_second_conversion_into_the_same_data_dir_is_refused_naming_the_holder
     assert not (data / "imagenet2012" / ".5.1.0.incomplete").exists()
 
 
-def test_a_killed_holder_keeps_nobody_out(slow_input, small_input, tmp_path):
+def test_a_killed_holder_keeps_nobody_out(busy_input, small_input, tmp_path):
     data = tmp_path / "data"
-    first = _start_convert(slow_input, data, "--decode_images")
-    _wait_for_holder(data, first)
+    first = start_convert(busy_input, data, "--decode_images")
+    wait_for_holder(data, first)
     time.sleep(2)  # into the conversion
     first.send_signal(signal.SIGKILL)
     first.wait()

@@ -6,7 +6,9 @@ The environment is set before anything imports Airflow, which reads it at import
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,3 +90,92 @@ def task_instance(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
         )
         s.expunge(ti)
         return ti
+
+
+# Runs the DAG `runs` times with one conf; writes one JSON line per run to a results file.
+# (The task states are read afterwards from the process's copy of the metadata DB.)
+RUN_DAG = r"""
+import json, os, sys, time
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+
+conf, runs, results = json.loads(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "w")
+bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+assert not bag.import_errors, bag.import_errors
+dag = bag.get_dag("imagenet2012")
+for _ in range(runs):
+    started = time.monotonic()
+    run = dag.test(run_conf=conf)
+    seconds = time.monotonic() - started
+    with create_session() as session:
+        xcoms = {
+            row.task_id: row.value
+            for row in session.query(XComModel).filter_by(
+                dag_id=dag.dag_id, run_id=run.run_id, key="return_value"
+            )
+            if row.task_id in ("verify_archives", "validate_and_record")
+        }
+    results.write(json.dumps({
+        "run_id": run.run_id,
+        "seconds": seconds,
+        "state": str(run.state),
+        "xcoms": {k: json.loads(v) if isinstance(v, str) else v for k, v in xcoms.items()},
+        "openlineage_client_imported": "openlineage.client" in sys.modules,
+    }) + "\n")
+    results.flush()
+"""
+
+
+
+def start_dag_test(airflow_db, workdir, conf: dict, runs: int = 1,
+                   openlineage: dict | None = None):
+    """A `dag.test()` process on a copy of the metadata DB, running the DAG `runs` times
+    with `conf`; OpenLineage env only if given. Returns (process, log, results, home)."""
+    home = os.path.join(workdir, "airflow-home")
+    os.makedirs(home)
+    shutil.copy(os.path.join(airflow_db, "airflow.db"), os.path.join(home, "airflow.db"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("OPENLINEAGE", "AIRFLOW__OPENLINEAGE__"))
+    }
+    env.update(AIRFLOW_ENV)
+    env.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        PYTHONPATH=os.pathsep.join(
+            [ROOT, AIRFLOW_ENV["AIRFLOW__CORE__PLUGINS_FOLDER"]]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    env.update(openlineage or {})
+    log = open(os.path.join(workdir, "dag-test.log"), "w")
+    results = os.path.join(workdir, "runs.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_DAG, json.dumps(conf), str(runs), results],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True,
+    )
+    return proc, log, results, home
+
+
+def finish_dag_test(proc, log, results, home) -> list[dict]:
+    """The process's runs, each with its task states from the process's metadata DB."""
+    import sqlalchemy
+    from sqlalchemy.orm import Session
+
+    proc.wait(timeout=600)
+    log.close()
+    if proc.returncode != 0:
+        tail = open(log.name).read()[-5000:]
+        raise AssertionError(f"dag.test() process exited {proc.returncode}:\n{tail}")
+    runs = [json.loads(line) for line in open(results)]
+    engine = sqlalchemy.create_engine(f"sqlite:///{home}/airflow.db")
+    try:
+        with Session(engine) as session:
+            for run in runs:
+                run["states"] = task_states("imagenet2012", run["run_id"], session=session)
+    finally:
+        engine.dispose()
+    return runs

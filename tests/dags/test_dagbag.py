@@ -24,9 +24,11 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert dag.doc_md and "ImageNet" in dag.doc_md
     task_ids = set(dag.task_ids)
     assert {
-        "wait_for_archives", "verify_archives", "merge_test_patch", "plan_conversion",
-        "convert", "publish", "validate_and_record",
+        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch",
+        "plan_conversion", "convert", "publish", "validate_and_record", "release_lease",
     } <= task_ids
+    # One writer per version: the lease is the run's setup, its release the teardown.
+    assert dag.get_task("take_lease").is_setup and dag.get_task("release_lease").is_teardown
 
 
 def test_params_are_a_self_explanatory_form(imagenet_dag):

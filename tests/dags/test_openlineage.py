@@ -13,7 +13,6 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,46 +20,11 @@ import time
 import pytest
 
 from imagenet_beam import synthetic
-from tests.conftest import ROOT, version_dir
-from tests.dags.conftest import AIRFLOW_ENV, task_states
+from tests.conftest import version_dir
+from tests.dags.conftest import AIRFLOW_ENV, finish_dag_test, start_dag_test
 
 SPLITS = ["train", "validation", "test"]
 NUM_SHARDS = 2  # more than one, so a file count that is not the shard count shows
-
-# Runs the DAG `runs` times with one conf; writes one JSON line per run to a results file.
-# (The task states are read afterwards from the process's copy of the metadata DB.)
-RUN_DAG = r"""
-import json, os, sys, time
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-
-conf, runs, results = json.loads(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "w")
-bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-assert not bag.import_errors, bag.import_errors
-dag = bag.get_dag("imagenet2012")
-for _ in range(runs):
-    started = time.monotonic()
-    run = dag.test(run_conf=conf)
-    seconds = time.monotonic() - started
-    with create_session() as session:
-        xcoms = {
-            row.task_id: row.value
-            for row in session.query(XComModel).filter_by(
-                dag_id=dag.dag_id, run_id=run.run_id, key="return_value"
-            )
-            if row.task_id in ("verify_archives", "validate_and_record")
-        }
-    results.write(json.dumps({
-        "run_id": run.run_id,
-        "seconds": seconds,
-        "state": str(run.state),
-        "xcoms": {k: json.loads(v) if isinstance(v, str) else v for k, v in xcoms.items()},
-        "openlineage_client_imported": "openlineage.client" in sys.modules,
-    }) + "\n")
-    results.flush()
-"""
-
 
 @pytest.fixture(scope="module")
 def small_input(tmp_path_factory):
@@ -73,57 +37,6 @@ def small_input(tmp_path_factory):
         num_patched=1,
         test_archives=("2012", "patch"),
     )
-
-
-def _start(airflow_db, workdir, conf: dict, runs: int, openlineage: dict | None):
-    """A `dag.test()` process on a copy of the metadata DB; OpenLineage env only if given."""
-    home = os.path.join(workdir, "airflow-home")
-    os.makedirs(home)
-    shutil.copy(os.path.join(airflow_db, "airflow.db"), os.path.join(home, "airflow.db"))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith(("OPENLINEAGE", "AIRFLOW__OPENLINEAGE__"))
-    }
-    env.update(AIRFLOW_ENV)
-    env.update(
-        AIRFLOW_HOME=home,
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        PYTHONPATH=os.pathsep.join(
-            [ROOT, AIRFLOW_ENV["AIRFLOW__CORE__PLUGINS_FOLDER"]]
-            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        ),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    env.update(openlineage or {})
-    log = open(os.path.join(workdir, "dag-test.log"), "w")
-    results = os.path.join(workdir, "runs.jsonl")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUN_DAG, json.dumps(conf), str(runs), results],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-    )
-    return proc, log, results, home
-
-
-def _finish(proc, log, results, home) -> list[dict]:
-    """The process's runs, each with its task states from the process's metadata DB."""
-    import sqlalchemy
-    from sqlalchemy.orm import Session
-
-    proc.wait(timeout=600)
-    log.close()
-    if proc.returncode != 0:
-        tail = open(log.name).read()[-5000:]
-        raise AssertionError(f"dag.test() process exited {proc.returncode}:\n{tail}")
-    runs = [json.loads(line) for line in open(results)]
-    engine = sqlalchemy.create_engine(f"sqlite:///{home}/airflow.db")
-    try:
-        with Session(engine) as session:
-            for run in runs:
-                run["states"] = task_states("imagenet2012", run["run_id"], session=session)
-    finally:
-        engine.dispose()
-    return runs
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +59,12 @@ def runs(airflow_db, small_input, tmp_path_factory):
     transport = {"type": "file", "log_file_path": os.path.join(events, "ol")}
     started = time.monotonic()
     data_with, data_without = os.path.join(with_dir, "data"), os.path.join(without_dir, "data")
-    with_ol = _start(
+    with_ol = start_dag_test(
         airflow_db, with_dir, {**base, "data_dir": data_with}, 2,
         {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport)},
     )
-    without_ol = _start(airflow_db, without_dir, {**base, "data_dir": data_without}, 1, None)
-    results_with, results_without = _finish(*with_ol), _finish(*without_ol)
+    without_ol = start_dag_test(airflow_db, without_dir, {**base, "data_dir": data_without})
+    results_with, results_without = finish_dag_test(*with_ol), finish_dag_test(*without_ol)
     for result in results_with:
         result["data_dir"] = data_with
     for result in results_without:
