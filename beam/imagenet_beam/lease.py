@@ -221,14 +221,17 @@ class Lease:
 
         blob = self._blob()
         try:  # a newer record read with an older generation: the write that follows fails
-            blob.reload()
+            blob = blob.bucket.get_blob(blob.name)
+            if blob is None:
+                return None, 0
+            generation = blob.generation  # (a download resets it from its headers)
             data = blob.download_as_bytes()
         except NotFound:
             return None, 0
         try:
-            return json.loads(data) if data.strip() else None, blob.generation
+            return json.loads(data) if data.strip() else None, generation
         except ValueError:
-            return None, blob.generation
+            return None, generation
 
     def _acquire_gcs(self) -> None:
         from google.api_core.exceptions import NotFound, PreconditionFailed
