@@ -6,12 +6,15 @@ import ctypes
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import TextIO
 
 from imagenet_beam import dataset
 from imagenet_beam.errors import DATA_ERROR_EXIT, DataError
 
 _debug = False  # --debug: tracebacks as they are
+_errors: TextIO | None = None  # where the `error:` line goes (`output_to_stdout`)
 
 USAGE = """usage: python -m imagenet_beam COMMAND [flags]
 
@@ -133,7 +136,7 @@ def convert_main(argv: Sequence[str]) -> int:
     except (run.ConvertError, DataError) as e:
         if _debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=_errors or sys.stderr)
         return DATA_ERROR_EXIT
     if outcome.up_to_date:
         print(outcome.reason)
@@ -212,10 +215,33 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def output_to_stdout() -> None:
+    """Every line of this process on stdout but the `error:` line and a traceback.
+
+    Airflow's Beam operator logs the launcher's stdout as INFO and its stderr as WARNING,
+    and reads whichever stream has output first to its end before the other: lines on
+    both would show their levels wrong, and those on the second arrive only when the
+    process exits. So stderr (fd 2, also what Beam's and TensorFlow's C++ write to) joins
+    stdout, and what says the run failed goes to the original stderr, last.
+    """
+    global _errors
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _errors = os.fdopen(os.dup(2), "w", buffering=1)
+    os.dup2(1, 2)
+    sys.stdout.reconfigure(line_buffering=True)
+
+    def report(kind, value, tb) -> None:
+        traceback.print_exception(kind, value, tb, file=_errors)
+
+    sys.excepthook = report
+
+
 def configure_logging(debug: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout if _errors is not None else None,
     )
     for noisy in ("apache_beam", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -224,7 +250,6 @@ def configure_logging(debug: bool = False) -> None:
     logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
     # Relays every worker process's own log lines in multi_processing mode.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def take_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:

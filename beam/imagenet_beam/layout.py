@@ -28,7 +28,7 @@ REPLACED_SUFFIX = ".replaced"
 LEASE_SUFFIX = ".lease"
 STAGING_WORK = "_work"
 INDEX_DIR = "index"  # one file of member descriptors per work item
-PLAN_DIR = "plan"  # one file per shard: its members in key order
+PLAN_DIR = "plan"  # one file per shard: its members in key order; per split its totals
 RESULTS_DIR = "shards"  # one file per written shard: count, bytes, sha256, notes
 ERRORS_DIR = "errors"  # one file per step that met bad input: its message
 RUN_WORK_DIR = "." + dataset.DATASET_NAME + "-work"
@@ -176,6 +176,10 @@ class StagingLayout:
 
     def plan_file(self, split: str, index: int, num_shards: int) -> str:
         return join(self.plan_dir, f"{split}-{index:05d}-of-{num_shards:05d}.json")
+
+    def planned_file(self, split: str) -> str:
+        """The split's totals (shards, images), written once every shard is planned."""
+        return join(self.plan_dir, f"{split}-planned.json")
 
     def result_file(self, split: str, index: int) -> str:
         return join(self.results_dir, f"{split}-{index:05d}.json")

@@ -22,6 +22,11 @@ from imagenet_beam.layout import StagingLayout
 from imagenet_beam.settings import Settings, add_arguments
 from imagenet_beam.sources import MemberRef, Source
 
+# The Beam Metrics counters' namespace (what Dataflow's job page lists them under):
+# images_indexed, images_read, images_written, images_fixed, images_skipped, bytes_written,
+# shards_written. Counted per shard as it is written, for every split of the job together.
+METRICS_NAMESPACE = "imagenet2012"
+
 
 class ConvertOptions(PipelineOptions):
     """The conversion's own flags (one per entry of `settings.SETTINGS`); every standard
@@ -160,7 +165,7 @@ class IndexMembersFn(beam.DoFn):
     def __init__(self, source: Source, staging: StagingLayout):
         self._source = source
         self._staging = staging
-        self.indexed = Metrics.counter("imagenet", "members_indexed")
+        self.indexed = Metrics.counter(METRICS_NAMESPACE, "images_indexed")
 
     def process(self, item):
         split, path, detail = item
@@ -212,6 +217,8 @@ def _plan_group(group, num_shards, staging: StagingLayout):
             path = staging.plan_file(split, spec.index, spec.num_shards)
             _write_ordered_members(path, spec)
             planned.append((spec.split, spec.index, spec.num_shards, path))
+        totals = {"num_shards": len(specs), "num_images": sum(len(s.members) for s in specs)}
+        storage.write_bytes(staging.planned_file(split), json.dumps(totals).encode("utf-8"))
     if not guard.failed:
         yield from planned
 
@@ -238,10 +245,12 @@ class WriteShardFn(beam.DoFn):
         self._settings = settings
         self._source = source
         self._staging = staging
-        self.examples = Metrics.counter("imagenet", "examples_written")
-        self.fixed = Metrics.counter("imagenet", "images_fixed")
-        self.skipped = Metrics.counter("imagenet", "images_skipped")
-        self.bytes = Metrics.counter("imagenet", "bytes_written")
+        self.read = Metrics.counter(METRICS_NAMESPACE, "images_read")
+        self.written = Metrics.counter(METRICS_NAMESPACE, "images_written")
+        self.fixed = Metrics.counter(METRICS_NAMESPACE, "images_fixed")
+        self.skipped = Metrics.counter(METRICS_NAMESPACE, "images_skipped")
+        self.bytes = Metrics.counter(METRICS_NAMESPACE, "bytes_written")
+        self.shards = Metrics.counter(METRICS_NAMESPACE, "shards_written")
 
     def setup(self):
         shards.keep_freed_memory()
@@ -251,6 +260,7 @@ class WriteShardFn(beam.DoFn):
         if failed_already(self._staging, split):
             return
         spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
+        num_members = len(spec.members)
         with RecordedErrors(
             self._staging, f"{split}-{index:05d}", self._staging.staging_dir
         ) as guard:
@@ -264,10 +274,12 @@ class WriteShardFn(beam.DoFn):
             )
         if guard.failed:
             return
-        self.examples.inc(result.num_examples)
+        self.read.inc(num_members)
+        self.written.inc(result.num_examples)
         self.fixed.inc(len(result.fixed))
         self.skipped.inc(len(result.skipped))
         self.bytes.inc(result.num_bytes)
+        self.shards.inc()
         yield result.split, result.index, result.num_examples
 
 

@@ -381,7 +381,7 @@ def stage(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from imagenet_beam import pipeline, shards
+    from imagenet_beam import pipeline, progress, shards
 
     options = _with_runner_defaults([*beam_args, *settings.to_flags()])
     no_wait = options.view_as(StandardOptions).no_wait_until_finish
@@ -408,8 +408,9 @@ def stage(
             staged.split_record(split), json.dumps(record, sort_keys=True).encode()
         )
     log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
-    with beam.Pipeline(options=options) as p:
-        pipeline.build_pipeline(p, sources.get(), sorted(paths.items()), settings, staged)
+    with progress.reporting(staged, list(paths), enabled=not no_wait):
+        with beam.Pipeline(options=options) as p:
+            pipeline.build_pipeline(p, sources.get(), sorted(paths.items()), settings, staged)
     _raise_recorded_errors(staged, list(paths))
     if no_wait:
         # Submitted (a Dataflow job under Airflow: the convert task follows the job, not

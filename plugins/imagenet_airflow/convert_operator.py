@@ -1,4 +1,5 @@
-"""The DAG's convert task: Beam's operator, but bad input fails it without a retry.
+"""The DAG's convert task: Beam's operator, but bad input fails it without a retry, and
+no warning about a Dataflow configuration on the DirectRunner.
 
 The launcher (`python -m imagenet_beam.beam_main`) exits with `errors.DATA_ERROR_EXIT` when
 the input or the output's place is wrong (a corrupt image, a member it cannot label, no
@@ -10,12 +11,21 @@ from __future__ import annotations
 
 from airflow.exceptions import AirflowException
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
 from airflow.sdk.exceptions import AirflowFailException
 
 from imagenet_beam.errors import DATA_ERROR_EXIT
 
 
 class ConvertSplitOperator(BeamRunPythonPipelineOperator):
+    def _cast_dataflow_config(self):
+        """The provider fills in an empty DataflowConfiguration when none is given, then
+        warns on every other runner that one is defined: nothing to warn about when
+        `dataflow_launch.convert_operator_kwargs` passed none."""
+        if self.dataflow_config or self.runner.lower() == "dataflowrunner":
+            return super()._cast_dataflow_config()
+        self.dataflow_config = DataflowConfiguration(job_name=self.task_id)
+
     def execute(self, context):
         try:
             return super().execute(context)

@@ -337,3 +337,44 @@ def test_output_loads_in_tfds_with_the_generated_counts(triggered_run, generated
     assert {s: builder.info.splits[s].num_examples for s in SPLITS} == {
         s: len(generated.split(s)) for s in SPLITS
     }
+
+
+def _task_log(server: Standalone, run_id: str, task_dir: str) -> list[dict]:
+    """The records of a task's first attempt log (AIRFLOW_HOME/logs, JSON lines);
+    task_dir: `task_id=…` or `task_id=…/map_index=N`."""
+    path = os.path.join(server.home, "logs", f"dag_id={DAG_ID}", f"run_id={run_id}", task_dir,
+                        "attempt=1.log")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_the_convert_logs_show_progress_at_info_and_the_run_nothing_red(
+    airflow_server, triggered_run, generated
+):
+    """What a user reads in the task logs of a successful run: each split's progress lines,
+    ending at 100% with its image count, as INFO; no warning or error anywhere (TensorFlow's
+    start-up notes on stderr would be errors, Beam's launcher's output on stderr warnings)."""
+    _, run_id = triggered_run
+    final = {}
+    for index in range(len(SPLITS)):
+        records = _task_log(airflow_server, run_id, f"task_id=convert/map_index={index}")
+        events = [r["event"] for r in records]
+        assert not any("dataflow_config" in e for e in events), events
+        lines = [r for r in records if "imagenet_beam.progress: " in r["event"]]
+        assert lines and {r["level"] for r in lines} == {"info"}, events
+        split, _, text = lines[-1]["event"].split("imagenet_beam.progress: ")[1].partition(": ")
+        final[split] = text
+    assert set(final) == set(SPLITS)
+    for split, text in final.items():
+        n = len(generated.split(split))
+        assert text.startswith(f"1/1 shards, {n}/{n} images (100%), "), (split, text)
+
+    pattern = os.path.join(airflow_server.home, "logs", f"dag_id={DAG_ID}", f"run_id={run_id}",
+                           "**", "attempt=1.log")
+    paths = glob.glob(pattern, recursive=True)
+    assert any("task_id=validate_and_record" in p for p in paths), paths
+    for path in paths:
+        with open(path) as f:
+            loud = [(r["level"], r["event"]) for r in map(json.loads, filter(str.strip, f))
+                    if r.get("level") not in ("info", "debug")]
+        assert loud == [], (os.path.relpath(path, airflow_server.home), loud)
