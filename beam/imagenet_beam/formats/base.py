@@ -29,5 +29,10 @@ class ShardFormat(abc.ABC):
         """How many records the shard at `path` holds (reads headers or the index only)."""
 
     @abc.abstractmethod
+    def read_records(self, path: str, indices: list[int]) -> list[bytes]:
+        """The records at these 0-based positions of the shard (sorted, distinct), read
+        by offset or index: never the whole shard."""
+
+    @abc.abstractmethod
     def first_example(self, builder: Any, split: str) -> dict[str, Any]:
         """The split's first example, decoded through TFDS (`builder_from_directory`)."""

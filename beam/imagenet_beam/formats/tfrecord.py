@@ -74,6 +74,25 @@ class TFRecordFormat(ShardFormat):
                 count += 1
         return count
 
+    def read_records(self, path: str, indices: list[int]) -> list[bytes]:
+        """Walks the record headers (12 bytes each) up to the last wanted record."""
+        wanted, out, position = set(indices), [], 0
+        with storage.open_read(path, buffer_size=1 << 16) as f:
+            while len(out) < len(wanted):
+                header = f.read(_HEADER)
+                if len(header) < _HEADER:
+                    raise ShardFormatError(
+                        f"{path} holds {position} records, fewer than its metadata says"
+                    )
+                (length,) = struct.unpack("<Q", header[:8])
+                if position in wanted:
+                    out.append(f.read(length))
+                    f.seek(4, 1)
+                else:
+                    f.seek(length + 4, 1)
+                position += 1
+        return out
+
     def first_example(self, builder: Any, split: str) -> dict[str, Any]:
         example = next(iter(builder.as_dataset(split=f"{split}[:1]")))
         return {key: value.numpy() for key, value in example.items()}
