@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from imagenet_beam import dataset, formats, layout, metadata, publish, stats, storage
+from imagenet_beam import dataset, formats, layout, metadata, publish, settings, stats, storage
 from imagenet_beam.formats import tfds_schema
 from imagenet_beam.layout import DATASET_INFO_FILE, REPORT_HTML, REPORT_PNG
 
@@ -87,7 +87,9 @@ class VersionView:
 def class_caption(label: int | None) -> str:
     """Class id and wnid (the project has no class names: TFDS ships wnids only, and the
     devkit's names are optional input)."""
-    if label is None or label < 0:
+    if label is None:
+        return "—"  # not read (a skipped member)
+    if label < 0:
         return "no label"
     wnids = dataset.class_names()
     return f"{label} · {wnids[label]}" if label < len(wnids) else str(label)
@@ -117,7 +119,7 @@ def _from_lineage(version_dir: str, record: metadata.Lineage) -> VersionView:
     return VersionView(
         version_dir,
         "imagenet_beam",
-        record.options.get("file_format", "tfrecord"),
+        record.options.get("file_format", settings.TFRECORD),
         splits,
         [noted(f) for f in record.fixed_images],
         [noted(f) for f in record.skipped_images],
@@ -130,7 +132,7 @@ def _from_lineage(version_dir: str, record: metadata.Lineage) -> VersionView:
 def _from_dataset_info(version_dir: str) -> VersionView:
     """A version TFDS wrote itself: its split facts are dataset_info.json's."""
     info = json.loads(storage.read_bytes(storage.join(version_dir, DATASET_INFO_FILE)))
-    file_format = info.get("fileFormat") or "tfrecord"
+    file_format = info.get("fileFormat") or settings.TFRECORD
     splits = []
     for split in info.get("splits", []):
         lengths = [int(n) for n in split.get("shardLengths", [])]
@@ -207,52 +209,62 @@ def sample_positions(num_examples: int, count: int) -> list[int]:
     return sorted({(2 * k + 1) * num_examples // (2 * count) for k in range(count)})
 
 
-def _read(version_dir: str, file_format: str, wanted: dict[str, list[int]]) -> dict:
-    """{(shard, index): record} for the wanted positions of each shard."""
+def _read(
+    version_dir: str, file_format: str, wanted: dict[str, list[int]],
+    offsets: dict[str, dict[int, int]],
+) -> dict:
+    """{(shard, index): record} for the wanted positions of each shard (offsets: the byte
+    offsets of some, per shard)."""
     shard_format = formats.get(file_format)
     out = {}
     for shard, indices in wanted.items():
         indices = sorted(set(indices))
+        path = storage.join(version_dir, shard)
         for index, record in zip(
-            indices, shard_format.read_records(storage.join(version_dir, shard), indices),
+            indices, shard_format.read_records(path, indices, offsets.get(shard)),
             strict=True,
         ):
             out[(shard, index)] = record
     return out
 
 
-def _sample_spots(view: VersionView, per_split: int = SAMPLES_PER_SPLIT):
-    """({shard: positions to read}, per split the (shard, position) of each sample)."""
-    wanted: dict[str, list[int]] = {}
-    where: dict[str, list[tuple[str, int]]] = {}
-    for split in view.splits:
-        starts, total = [], 0
-        for _, n in split.shards:
-            starts.append(total)
-            total += n
-        spots = []
-        for position in sample_positions(split.num_examples, per_split):
-            shard_no = max(i for i, s in enumerate(starts) if s <= position)
-            shard = split.shards[shard_no][0]
-            spots.append((shard, position - starts[shard_no]))
-            wanted.setdefault(shard, []).append(position - starts[shard_no])
-        where[split.name] = spots
-    return wanted, where
+def sample_spots(shards: list[tuple[str, int]], count: int) -> list[tuple[str, int]]:
+    """(shard, position) of each sample. With at least as many shards as samples: the first
+    record of evenly spaced shards, read at offset 0 with no walk through the shard (one
+    ranged read on GCS; examples are in hashed-key order, so these are as good as any).
+    Otherwise evenly spaced records through the split."""
+    filled = [(name, n) for name, n in shards if n > 0]
+    if len(filled) >= count:
+        return [(filled[i][0], 0) for i in sample_positions(len(filled), count)]
+    spots, starts, total = [], [], 0
+    for _, n in filled:
+        starts.append(total)
+        total += n
+    for position in sample_positions(total, count):
+        shard_no = max(i for i, start in enumerate(starts) if start <= position)
+        spots.append((filled[shard_no][0], position - starts[shard_no]))
+    return spots
 
 
 def load_pictures(version_dir: str, view: VersionView, record: metadata.Lineage | None):
     """Reads each split's samples and each fixed member (at its recorded shard and
     position) from the shards, and each skipped one from its archive where it still is."""
-    wanted, where = _sample_spots(view)
-    fixed_spots = []
+    where = {split.name: sample_spots(split.shards, SAMPLES_PER_SPLIT) for split in view.splits}
+    wanted: dict[str, list[int]] = {}
+    for spots in where.values():
+        for shard, index in spots:
+            wanted.setdefault(shard, []).append(index)
+    fixed_spots, offsets = [], {}
     notes = record.fixed_images if record is not None else []
     for note in notes[:NOTED_THUMBNAILS]:
         if "shard" in note and "index" in note:
             fixed_spots.append((note["shard"], note["index"]))
             wanted.setdefault(note["shard"], []).append(note["index"])
+            if "shard_offset" in note:
+                offsets.setdefault(note["shard"], {})[note["index"]] = note["shard_offset"]
         else:
-            fixed_spots.append(None)
-    records = _read(version_dir, view.file_format, wanted)
+            fixed_spots.append(None)  # a lineage written before positions were recorded
+    records = _read(version_dir, view.file_format, wanted, offsets)
     for split in view.splits:
         split.samples = [_picture(split.name, records[spot]) for spot in where[split.name]]
         if split.stats_from_samples:
@@ -315,11 +327,13 @@ def class_summary(split: SplitView) -> str:
 
 
 def _plain_log_ticks(axis) -> None:
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+    """1, 2, 5, 10, 20… as plain numbers; no minor ticks (each tick is an artist to lay
+    out, and a log axis has dozens)."""
+    from matplotlib.ticker import LogLocator, NullLocator, StrMethodFormatter
 
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())
 
 
 def _draw_classes(ax, split: SplitView) -> None:
@@ -380,7 +394,6 @@ def _draw_file_sizes(ax, split: SplitView) -> None:
 def _draw_image_sizes(ax, split: SplitView) -> None:
     import numpy as np
     from matplotlib.colors import LogNorm
-    from matplotlib.ticker import StrMethodFormatter
 
     counter = split.stats.image_sizes
     if not counter:
@@ -407,9 +420,8 @@ def _draw_image_sizes(ax, split: SplitView) -> None:
     ax.set_xlabel("width (px)", fontsize=9)
     ax.set_ylabel("height (px)", fontsize=9)
     bar = ax.figure.colorbar(mesh, ax=ax, pad=0.02)
-    bar.ax.tick_params(labelsize=7, which="both")
-    bar.ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    bar.ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:g}"))
+    bar.ax.tick_params(labelsize=7)
+    _plain_log_ticks(bar.ax.yaxis)
     bar.set_label("images", fontsize=9)
 
 
@@ -578,11 +590,13 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: .5em 0; }
-td, th { border: 1px solid #ccc; padding: .2em .5em; text-align: left; font-size: .9em; }
+td, th { border: 1px solid #ccc; padding: .2em .5em; text-align: left; font-size: .9em;
+         overflow-wrap: anywhere; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .grid { display: flex; flex-wrap: wrap; gap: .5em; }
-figure { margin: 0; width: 132px; font-size: .75em; }
+figure { margin: 0; width: 132px; font-size: .75em; overflow-wrap: anywhere; }
 figure img, .broken { width: 128px; height: 128px; object-fit: contain; background: #eee; }
+td img, td .broken { width: 96px; height: 96px; }
 .broken { display: flex; align-items: center; justify-content: center; color: #c44e52; }
 .charts { max-width: 100%; }
 code { font-size: .85em; }

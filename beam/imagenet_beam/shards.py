@@ -78,7 +78,8 @@ class ShardResult:
 
 def _member_note(ref: MemberRef, what: str, **where: int) -> dict:
     """Which member, why, and where to find it again: its bytes in the archive (offset,
-    size) and, when written, its record in the shard (index), for the report."""
+    size) and, when written, its record in the shard (index, and shard_offset where the
+    format is read by offset), for the report."""
     return {
         "archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what,
         "offset": ref.offset, "size": ref.size, **where,
@@ -147,9 +148,12 @@ def write_shard(
     name = layout.shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
     path = storage.join(output_dir, name)
     shard_format = formats.get(settings.file_format)
-    count, num_bytes, sha256 = shard_format.write(
+    count, num_bytes, sha256, offsets = shard_format.write(
         path, encode_shard(spec, settings, source, notes)
     )
+    if offsets is not None:  # the report reads fixed images back by offset
+        for note in notes.fixed:
+            note["shard_offset"] = offsets[note["index"]]
     return ShardResult(
         spec.split, spec.index, spec.num_shards, name, count, num_bytes, sha256,
         notes.fixed, notes.skipped, notes.stats.to_dict(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagenet_beam import settings, storage
@@ -54,7 +54,9 @@ class ArrayRecordFormat(ShardFormat):
     def count_records(self, path: str) -> int:
         return self._read(path, lambda reader: reader.num_records())
 
-    def read_records(self, path: str, indices: list[int]) -> list[bytes]:
+    def read_records(
+        self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None
+    ) -> list[bytes]:
         """By index, through the shard's own index (a remote shard is copied first: the
         reader opens local files only)."""
         return self._read(path, lambda reader: list(reader.read(list(indices))))
