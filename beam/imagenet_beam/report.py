@@ -317,7 +317,7 @@ def class_summary(split: SplitView) -> str:
     counts = split.class_counts
     if counts is None:
         if split.stats_from_samples:
-            return "examples per class: not recorded (no lineage.json)"
+            return "examples per class: not recorded (TFDS's own build, or an older lineage.json)"
         return "no labels (ImageNet's test split is unlabelled)"
     empty = sum(1 for c in counts if c == 0)
     return (
@@ -728,8 +728,14 @@ def main(argv: Sequence[str]) -> int:
         if args.output and not storage.is_remote(args.output):
             os.makedirs(args.output, exist_ok=True)
         paths = write_report(args.version_dir, output_dir=args.output)
-    except (ReportError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as e:  # a damaged version: ours, or TFDS's files
+        from imagenet_beam import cli
+
+        if cli._debug:
+            raise
+        print(f"error: {e}" if isinstance(e, ReportError) else
+              f"error: {args.version_dir} cannot be reported on ({type(e).__name__}: {e}); "
+              "is it a complete version directory?", file=sys.stderr)
         return 2
     for path in paths:
         print(f"wrote {path}")
