@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-cli test lint bench bench-scaling clean
+.PHONY: venv demo demo-cli docs-report test lint bench bench-scaling clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,7 @@ demo: $(STAMP)
 		|| (tail -50 $(DEMO_DIR)/dag-test.log; exit 1)
 	grep -E "DAG TEST\] end task|Dag run in" $(DEMO_DIR)/dag-test.log | sed 's/ *\[airflow.*//'
 	$(PY) -m imagenet_beam verify $(DEMO_DIR)/data/imagenet2012/5.1.0
+	@echo "report: $(DEMO_DIR)/data/imagenet2012/5.1.0/report.html (open it in a browser; report.png beside it)"
 
 # Without Airflow: the conversion CLI alone on the same kind of input.
 demo-cli: $(STAMP)
@@ -41,6 +42,18 @@ demo-cli: $(STAMP)
 		--splits=train,validation,test --file_format=tfrecord --verify_checksums=false \
 		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 	$(PY) -m imagenet_beam verify $(DEMO_DIR)-cli/data/imagenet2012/5.1.0
+
+# docs/report.png, the README's picture: a conversion of a generated input, its own report.
+REPORT_DEMO := $(DEMO_DIR)-report
+docs-report: $(STAMP)
+	rm -rf $(REPORT_DEMO)
+	$(PY) -m imagenet_beam generate --manual_dir=$(REPORT_DEMO)/manual --awkward \
+		--broken=truncated,not_an_image --num_classes=120 --train_per_class=10 \
+		--num_validation=300 --num_test=40 --image_size=96x72
+	$(PY) -m imagenet_beam convert --manual_dir=$(REPORT_DEMO)/manual --data_dir=$(REPORT_DEMO)/data \
+		--verify_checksums=false --on_corrupt=skip --num_shards=4 --runner=DirectRunner > /dev/null
+	cp $(REPORT_DEMO)/data/imagenet2012/5.1.0/report.png docs/report.png
+	@echo "wrote docs/report.png (the whole page: $(REPORT_DEMO)/data/imagenet2012/5.1.0/report.html)"
 
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).
 BENCH_ARGS ?=
@@ -59,4 +72,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check beam tests plugins dags benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-cli
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-cli $(DEMO_DIR)-report

@@ -32,6 +32,9 @@ commands:
   publish   --data_dir=OUT [--staging_dir=DIR]: make splits converted with --stage_only
             visible (TFDS metadata, lineage.json, then one rename)
   verify    VERSION_DIR: check shards against lineage.json, load and decode through TFDS
+  report    VERSION_DIR [--output=DIR]: write report.html and report.png (samples, class
+            histogram, sizes, fixed/skipped images, archives) for a published version,
+            ours or TFDS's own build; every conversion writes one
   generate  write a small ImageNet-shaped manual dir (`generate --help`)
 """
 
@@ -274,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_main(rest)
     if command == "verify":
         return verify_main(rest)
+    if command == "report":
+        from imagenet_beam import report
+
+        return report.main(rest)
     if command == "generate":
         from imagenet_beam import synthetic
 

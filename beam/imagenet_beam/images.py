@@ -37,6 +37,8 @@ class CorruptImageError(ValueError):
 class PreparedImage:
     data: bytes
     fix: str | None  # what was done to the member, None when it passes through
+    # (width, height) of the image stored, for the report's size distribution
+    size: tuple[int, int] | None = dataclasses.field(default=None, compare=False)
 
 
 def _open(data: bytes) -> Image.Image:
@@ -222,7 +224,7 @@ def prepare_image(
         fix = None
         if not (image.format == "JPEG" and image.mode in PASS_THROUGH_MODES):
             fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"
-        return PreparedImage(_resized_jpeg(image, resize), fix)
+        return PreparedImage(_resized_jpeg(image, resize), fix, resize.target(*image.size))
     if (
         header is not None
         and header.plain
@@ -232,12 +234,13 @@ def prepare_image(
         _check_dimensions(header.width, header.height, max_pixels)
         if validate:
             _decode_plain_jpeg(data)
-        return PreparedImage(data, None)  # the common case, decided without Pillow
+        # the common case, decided without Pillow
+        return PreparedImage(data, None, (header.width, header.height))
     image = _open(data)
     _check_dimensions(*image.size, max_pixels)
     if image.format == "JPEG" and image.mode in PASS_THROUGH_MODES:
         if validate or not _looks_complete(data, header):
             _decode_fully(image, pixels_needed=False)
-        return PreparedImage(data, None)
+        return PreparedImage(data, None, image.size)
     fix = f"{image.format} {image.mode} re-encoded as RGB JPEG"
-    return PreparedImage(_reencode_rgb_jpeg(image), fix)
+    return PreparedImage(_reencode_rgb_jpeg(image), fix, image.size)

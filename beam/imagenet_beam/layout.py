@@ -4,7 +4,7 @@
       imagenet2012/
         5.1.0/                       the published version (what TFDS reads)
           imagenet2012-<split>.<format>-NNNNN-of-MMMMM, dataset_info.json, features.json,
-          label.labels.txt, lineage.json, _COMPLETE (written last)
+          label.labels.txt, lineage.json, report.html, report.png, _COMPLETE (written last)
         .5.1.0.incomplete/           staging: shards are written here, then swapped in
           _work/                     per split its input record; index, plan, shard results
         5.1.0.replaced               the previous version, for the moment of the swap
@@ -40,6 +40,10 @@ DATASET_INFO_FILE = "dataset_info.json"
 # Written last when a version is published: a version directory without it is not (yet, or
 # no longer) a complete publication, and everything of ours that reads one ignores it.
 COMPLETE_MARKER = "_COMPLETE"
+# The version at a glance (`report.py`): one self-contained page and one picture.
+REPORT_HTML = "report.html"
+REPORT_PNG = "report.png"
+REPORT_FILES = (REPORT_HTML, REPORT_PNG)
 
 
 def is_remote(path: str) -> bool:
@@ -80,7 +84,8 @@ def is_shard_file(name: str) -> bool:
 
 # What a version directory holds besides its shards (TFDS's files and ours).
 VERSION_FILES = frozenset(
-    {DATASET_INFO_FILE, "features.json", "label.labels.txt", LINEAGE_FILE, COMPLETE_MARKER}
+    {DATASET_INFO_FILE, "features.json", "label.labels.txt", LINEAGE_FILE, COMPLETE_MARKER,
+     *REPORT_FILES}
 )
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from imagenet_beam import dataset, storage
+from imagenet_beam import dataset, stats, storage
 from imagenet_beam.layout import LINEAGE_FILE
 from imagenet_beam.shards import ShardResult
 
@@ -78,6 +78,9 @@ class SplitLineage:
     num_shards: int
     num_bytes: int
     shards: list[ShardLineage]
+    # examples per class, file sizes and image dimensions (`stats.ImageStats.to_dict`);
+    # empty in a lineage written before they were counted
+    stats: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SplitLineage:
@@ -139,8 +142,9 @@ def lineage_record(
             num_shards=len(shards),
             num_bytes=sum(s.num_bytes for s in shards),
             shards=[ShardLineage(s.file, s.num_examples, s.num_bytes, s.sha256) for s in shards],
+            stats=stats.ImageStats.total(s.stats for s in shards).to_dict(),
         )
-        fixed += [dict(split=split, **f) for s in shards for f in s.fixed]
+        fixed += [dict(split=split, shard=s.file, **f) for s in shards for f in s.fixed]
         skipped += [dict(split=split, **f) for s in shards for f in s.skipped]
     return Lineage(
         producer=producer(),

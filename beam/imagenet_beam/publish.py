@@ -73,6 +73,7 @@ def files_not_ours(version_dir: str) -> list[str]:
     if is_published(version_dir):
         try:
             listed = set(read_completion_marker(version_dir)["files"]) | {COMPLETE_MARKER}
+            listed |= set(layout.REPORT_FILES)  # `report` may write them after publication
         except (ValueError, KeyError, TypeError):  # a damaged marker lists nothing
             listed = set()
         if listed:

@@ -459,7 +459,7 @@ def publish(
     archives (the checks), test_patch (the merge's report), airflow (the DAG run) —
     recorded in lineage.json.
     """
-    from imagenet_beam import metadata, shards
+    from imagenet_beam import metadata, report, shards
 
     output = OutputLayout(data_dir)
     staged = StagingLayout(staging or output.staging_dir)
@@ -522,6 +522,8 @@ def publish(
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
+    # listed in the marker like the rest
+    report.write_report(staged.staging_dir, record, published_as=output.version_dir)
     publication.swap_in(staged.staging_dir, output)
     log.info("published %s", output.version_dir)
     return record

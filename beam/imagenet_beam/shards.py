@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Iterator
 
-from imagenet_beam import formats, images, layout, storage
+from imagenet_beam import formats, images, layout, stats, storage
 from imagenet_beam.errors import DataError
 from imagenet_beam.formats import tfds_schema
 from imagenet_beam.plan import ShardSpec
@@ -66,6 +66,7 @@ class ShardResult:
     sha256: str
     fixed: list[dict]
     skipped: list[dict]
+    stats: dict = dataclasses.field(default_factory=dict)  # `stats.ImageStats.to_dict`
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -75,16 +76,24 @@ class ShardResult:
         return cls(**json.loads(text))
 
 
-def _member_note(ref: MemberRef, what: str) -> dict:
-    return {"archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what}
+def _member_note(ref: MemberRef, what: str, **where: int) -> dict:
+    """Which member, why, and where to find it again: its bytes in the archive (offset,
+    size) and, when written, its record in the shard (index, and shard_offset where the
+    format is read by offset), for the report."""
+    return {
+        "archive": storage.basename(ref.archive), "file_name": ref.file_name, "reason": what,
+        "offset": ref.offset, "size": ref.size, **where,
+    }
 
 
 @dataclasses.dataclass
 class MemberNotes:
-    """The members of a shard that were fixed or skipped, filled in while encoding."""
+    """The members of a shard that were fixed or skipped, and what the shard holds
+    (`stats.ImageStats`), filled in while encoding."""
 
     fixed: list[dict] = dataclasses.field(default_factory=list)
     skipped: list[dict] = dataclasses.field(default_factory=list)
+    stats: stats.ImageStats = dataclasses.field(default_factory=stats.ImageStats)
 
 
 def encode_shard(
@@ -106,6 +115,7 @@ def encode_shard(
             contents[(ref.archive, ref.offset)] = data
 
     resize = images.Resize.parse(settings.resize)
+    written = 0
     for ref in spec.members:
         data = contents.pop((ref.archive, ref.offset))
         try:
@@ -125,7 +135,9 @@ def encode_shard(
                 "--on_corrupt=skip to leave such images out (they are listed in lineage.json)."
             ) from None
         if prepared.fix:
-            notes.fixed.append(_member_note(ref, prepared.fix))
+            notes.fixed.append(_member_note(ref, prepared.fix, index=written))
+        notes.stats.add(ref.label, len(prepared.data), prepared.size)
+        written += 1
         yield tfds_schema.example_parts(prepared.data, ref.label, ref.file_name)
 
 
@@ -136,12 +148,15 @@ def write_shard(
     name = layout.shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
     path = storage.join(output_dir, name)
     shard_format = formats.get(settings.file_format)
-    count, num_bytes, sha256 = shard_format.write(
+    count, num_bytes, sha256, offsets = shard_format.write(
         path, encode_shard(spec, settings, source, notes)
     )
+    if offsets is not None:  # the report reads fixed images back by offset
+        for note in notes.fixed:
+            note["shard_offset"] = offsets[note["index"]]
     return ShardResult(
         spec.split, spec.index, spec.num_shards, name, count, num_bytes, sha256,
-        notes.fixed, notes.skipped,
+        notes.fixed, notes.skipped, notes.stats.to_dict(),
     )
 
 

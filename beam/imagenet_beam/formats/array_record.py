@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagenet_beam import settings, storage
@@ -52,6 +52,17 @@ class ArrayRecordFormat(ShardFormat):
             return result
 
     def count_records(self, path: str) -> int:
+        return self._read(path, lambda reader: reader.num_records())
+
+    def read_records(
+        self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None
+    ) -> list[bytes]:
+        """By index, through the shard's own index (a remote shard is copied first: the
+        reader opens local files only)."""
+        return self._read(path, lambda reader: list(reader.read(list(indices))))
+
+    @staticmethod
+    def _read(path: str, use: Any) -> Any:
         from array_record.python.array_record_module import ArrayRecordReader
 
         with storage.scratch_dir() as scratch:
@@ -62,7 +73,7 @@ class ArrayRecordFormat(ShardFormat):
                     dst.write(src.read())
             reader = ArrayRecordReader(local)
             try:
-                return reader.num_records()
+                return use(reader)
             finally:
                 reader.close()
 

@@ -125,3 +125,56 @@ def example_parts(image: bytes, label: int, file_name: str) -> tuple[bytes, byte
 def encode_example(image: bytes, label: int, file_name: str) -> bytes:
     """A serialized `tf.train.Example` with TFDS imagenet2012's features."""
     return b"".join(example_parts(image, label, file_name))
+
+
+_VARINT, _FIXED64, _FIXED32 = 0, 1, 5
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes):
+    """(field number, wire type, value) of each field of a serialized message."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _read_varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == _VARINT:
+            value, pos = _read_varint(data, pos)
+        elif wire == _LENGTH_DELIMITED:
+            length, pos = _read_varint(data, pos)
+            value, pos = data[pos : pos + length], pos + length
+        elif wire in (_FIXED64, _FIXED32):
+            size = 8 if wire == _FIXED64 else 4
+            value, pos = data[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"not a tf.train.Example (wire type {wire})")
+        yield number, wire, value
+
+
+def parse_example(record: bytes) -> dict[str, bytes | int]:
+    """The bytes and int64 features of a serialized `tf.train.Example` (first value each),
+    in any feature order: what the report needs of a record, without TensorFlow."""
+    out: dict[str, bytes | int] = {}
+    for _, _, features in _fields(record):  # Example.features
+        for _, _, entry in _fields(features):  # Features.feature map entries
+            parts = {number: value for number, _, value in _fields(entry)}
+            key, feature = parts.get(1, b"").decode("utf-8"), parts.get(2, b"")
+            for kind, _, values in _fields(feature):
+                if kind == 1:  # bytes_list
+                    out[key] = next((v for n, _, v in _fields(values) if n == 1), b"")
+                elif kind == 3:  # int64_list, packed or not
+                    for n, wire, v in _fields(values):
+                        if n == 1:
+                            raw = v if wire == _VARINT else _read_varint(v, 0)[0]
+                            out[key] = raw - (1 << 64) if raw >= 1 << 63 else raw
+                            break
+    return out

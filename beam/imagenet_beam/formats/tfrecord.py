@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import google_crc32c
@@ -49,19 +49,32 @@ class ShardFormatError(ValueError):
     pass
 
 
+def _read_exactly(f, length: int) -> bytes:
+    """An unbuffered read may return less than asked."""
+    parts, left = [], length
+    while left:
+        part = f.read(left)
+        if not part:
+            raise ShardFormatError(f"a record of {length} bytes ends early")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
 class TFRecordFormat(ShardFormat):
     name = settings.TFRECORD
 
     def write(self, path: str, records: Iterable[RecordPieces]) -> WriteResult:
-        digest, size, count = hashlib.sha256(), 0, 0
+        digest, size, count, starts = hashlib.sha256(), 0, 0, []
         with storage.open_write(path) as f:
             for parts in records:
+                starts.append(size)
                 for piece in tfrecord_frame_parts(parts):
                     digest.update(piece)
                     size += len(piece)
                     f.write(piece)
                 count += 1
-        return WriteResult(count, size, digest.hexdigest())
+        return WriteResult(count, size, digest.hexdigest(), tuple(starts))
 
     def count_records(self, path: str) -> int:
         count = 0
@@ -73,6 +86,48 @@ class TFRecordFormat(ShardFormat):
                 f.seek(length + 4, 1)
                 count += 1
         return count
+
+    def read_records(
+        self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None
+    ) -> list[bytes]:
+        """Each record at its known offset; the others by walking the record headers
+        (12 bytes each) from the start up to the last of them."""
+        offsets = offsets or {}
+        found: dict[int, bytes] = {}
+        # Unbuffered locally: a buffered reader would fetch a block per 12-byte header.
+        local = not storage.is_remote(path)
+        with open(path, "rb", buffering=0) if local else storage.open_read(path, 1 << 16) as f:
+            for index in indices:
+                if index in offsets:
+                    f.seek(offsets[index])
+                    found[index] = self._next(f, path, index)
+            walk = sorted(set(indices) - set(found))
+            if walk:
+                f.seek(0)
+            position = 0
+            for index in walk:
+                while position < index:
+                    header = f.read(_HEADER)
+                    if len(header) < _HEADER:
+                        raise ShardFormatError(
+                            f"{path} holds {position} records, fewer than its metadata says"
+                        )
+                    f.seek(struct.unpack("<Q", header[:8])[0] + 4, 1)
+                    position += 1
+                found[index] = self._next(f, path, index)
+                position += 1
+        return [found[index] for index in indices]
+
+    @staticmethod
+    def _next(f, path: str, index: int) -> bytes:
+        """The record that starts where `f` is, leaving `f` after it."""
+        header = f.read(_HEADER)
+        if len(header) < _HEADER:
+            raise ShardFormatError(f"{path} has no record {index}")
+        (length,) = struct.unpack("<Q", header[:8])
+        data = _read_exactly(f, length)
+        f.seek(4, 1)
+        return data
 
     def first_example(self, builder: Any, split: str) -> dict[str, Any]:
         example = next(iter(builder.as_dataset(split=f"{split}[:1]")))
