@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-cli test lint bench bench-scaling clean
+.PHONY: venv demo demo-cli ui browser test lint bench bench-scaling clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,23 @@ demo-cli: $(STAMP)
 		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 	$(PY) -m imagenet_beam verify $(DEMO_DIR)-cli/data/imagenet2012/5.1.0
 
+# The Airflow UI on the demo's DB (runs `make demo` first when there is none): api-server,
+# scheduler, dag-processor and triggerer via `airflow standalone`, user admin / admin, at
+# http://localhost:$(UI_PORT)/ ("ImageNet datasets" in the navigation; each run's
+# "ImageNet dataset" tab). The trigger form defaults to the demo's input and output.
+UI_PORT ?= 8080
+UI_ENV := $(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$(DEMO_DIR)/airflow/ui-passwords.json \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False AIRFLOW__API__PORT=$(UI_PORT) \
+	AIRFLOW__API__BASE_URL=http://localhost:$(UI_PORT)/ IMAGENET2012_SCHEDULE= \
+	IMAGENET_MANUAL_DIR=$(DEMO_DIR)/manual IMAGENET_DATA_DIR=$(DEMO_DIR)/data
+
+ui: $(STAMP)
+	test -f $(DEMO_DIR)/airflow/airflow.db || $(MAKE) demo
+	echo '{"admin": "admin"}' > $(DEMO_DIR)/airflow/ui-passwords.json
+	@echo "Airflow UI: http://localhost:$(UI_PORT)/  (login admin / admin; Ctrl-C stops it)"
+	$(UI_ENV) airflow standalone
+
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).
 BENCH_ARGS ?=
 bench: $(STAMP)
@@ -52,7 +69,17 @@ bench-scaling: $(STAMP)
 	$(PY) -u -m benchmarks.run --sizes=10000,40000 --variants=passthrough,validate --skip_dag \
 		--out=benchmarks/work/scaling.json
 
-test: $(STAMP)
+# Debian's Chromium and its driver for the browser tests (tests/ui), installed when missing
+# and we may (root); otherwise those tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				chromium chromium-driver >/dev/null; \
+		else echo "chromium/chromium-driver missing and not root: tests/ui will skip"; fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
