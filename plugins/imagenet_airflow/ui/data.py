@@ -14,9 +14,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-DAG_ID = "imagenet2012"
+from imagenet_airflow import asset_naming
+from imagenet_beam import dataset
+from imagenet_beam.layout import DATASET_INFO_FILE, LINEAGE_FILE
+
+DAG_ID = "imagenet2012"  # the DAG's id (dags/imagenet2012.py)
 # asset_naming.split_asset's names (events attached through an alias get the default group)
-ASSET_PREFIX = f"{DAG_ID}/"
+ASSET_PREFIX = f"{dataset.DATASET_NAME}/"
 REPORT_IMAGE = "report.png"
 REPORT_HTML = "report.html"
 # Top-level files of a version the pages serve (when its marker lists them); shards are
@@ -24,8 +28,8 @@ REPORT_HTML = "report.html"
 SERVED_TYPES = {
     REPORT_HTML: "text/html; charset=utf-8",
     REPORT_IMAGE: "image/png",
-    "lineage.json": "application/json",
-    "dataset_info.json": "application/json",
+    LINEAGE_FILE: "application/json",
+    DATASET_INFO_FILE: "application/json",
     "features.json": "application/json",
     "label.labels.txt": "text/plain; charset=utf-8",
 }
@@ -63,11 +67,6 @@ class Publication:
         return any(s.extra.get("reprocessed") for s in self.splits)
 
 
-def _split_of(asset_name: str) -> str:
-    # split_asset names them imagenet2012/<version>/<split>@<location>
-    return asset_name.split("@", 1)[0].rsplit("/", 1)[-1]
-
-
 def _events(session: Session, run_id: str | None = None) -> list:
     from airflow.models.asset import AssetEvent, AssetModel
 
@@ -94,7 +93,7 @@ def publications(session: Session, run_id: str | None = None) -> list[Publicatio
         pub = by_key.setdefault(
             key, Publication(version_dir, event.source_run_id, event.timestamp, [])
         )
-        pub.splits.append(SplitEvent(event.id, _split_of(asset_name), extra))
+        pub.splits.append(SplitEvent(event.id, asset_naming.split_of(asset_name), extra))
         pub.timestamp = max(pub.timestamp, event.timestamp)
     return sorted(by_key.values(), key=lambda p: p.timestamp, reverse=True)
 

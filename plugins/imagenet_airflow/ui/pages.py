@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from imagenet_airflow.ui import data
+from imagenet_beam.layout import LINEAGE_FILE
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#1a202c;
@@ -17,7 +18,7 @@ h1{font-size:20px;margin:0 0 12px} h2{font-size:16px;margin:20px 0 8px}
 h3{font-size:14px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:4px 0 8px} th,td{border:1px solid #e2e8f0;padding:4px 8px;
   text-align:left;vertical-align:top} th{background:#f7fafc;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 .section{border:1px solid #e2e8f0;border-radius:6px;padding:10px 14px;margin:0 0 14px}
 .muted{color:#718096} .ok{color:#276749} .warn{color:#9c4221} .bad{color:#c53030}
@@ -233,7 +234,7 @@ def run_page(run, pub: data.Publication | None, state: data.VersionState | None)
     body.append(f"<h2>Warnings ({len(lineage.warnings)})</h2>")
     body.append("<ul>" + "".join(f"<li class='warn'>{escape(w)}</li>" for w in lineage.warnings)
                 + "</ul>" if lineage.warnings else "<p class='muted'>none</p>")
-    if "lineage.json" in state.files:
-        body.append(f"<p><a href='{file_href(pub.event_id, 'lineage.json')}' "
+    if LINEAGE_FILE in state.files:
+        body.append(f"<p><a href='{file_href(pub.event_id, LINEAGE_FILE)}' "
                     "target='_blank'>lineage.json</a></p>")
     return page(title, "".join(body))
