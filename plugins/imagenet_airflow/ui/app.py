@@ -32,6 +32,8 @@ app = FastAPI(
     title="ImageNet datasets",
     description="The imagenet2012 DAG's published versions and each run's dataset.",
     dependencies=[Depends(requires_access_dag("GET", param_dag_id=data.DAG_ID))],
+    # FastAPI adds its docs routes without the app's dependencies: none, so nothing is public
+    docs_url=None, redoc_url=None, openapi_url=None,
 )
 
 
