@@ -44,20 +44,20 @@ demo-cli: $(STAMP)
 
 # The Airflow UI on the demo's DB (runs `make demo` first when there is none): api-server,
 # scheduler, dag-processor and triggerer via `airflow standalone`, user admin / admin, at
-# http://localhost:$(UI_PORT)/ ("ImageNet datasets" in the navigation; each run's
+# http://127.0.0.1:$(UI_PORT)/ ("ImageNet datasets" in the navigation; each run's
 # "ImageNet dataset" tab). The trigger form defaults to the demo's input and output.
 UI_PORT ?= 8080
 UI_ENV := $(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$(DEMO_DIR)/airflow/ui-passwords.json \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False AIRFLOW__API__HOST=127.0.0.1 \
 	AIRFLOW__API__PORT=$(UI_PORT) \
-	AIRFLOW__API__BASE_URL=http://localhost:$(UI_PORT)/ IMAGENET2012_SCHEDULE= \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)/ IMAGENET2012_SCHEDULE= \
 	IMAGENET_MANUAL_DIR=$(DEMO_DIR)/manual IMAGENET_DATA_DIR=$(DEMO_DIR)/data
 
 ui: $(STAMP)
 	test -f $(DEMO_DIR)/airflow/airflow.db || $(MAKE) demo
 	echo '{"admin": "admin"}' > $(DEMO_DIR)/airflow/ui-passwords.json
-	@echo "Airflow UI: http://localhost:$(UI_PORT)/  (login admin / admin; Ctrl-C stops it)"
+	@echo "Airflow UI: http://127.0.0.1:$(UI_PORT)/  (login admin / admin; Ctrl-C stops it)"
 	$(UI_ENV) airflow standalone
 
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).
