@@ -136,6 +136,19 @@ class VersionState:
         return REPORT_HTML in self.files
 
 
+def still_there(pub: Publication, lineage) -> bool:
+    """True when the version's shards are the ones the run's events recorded (each split's
+    shards' sha256 digest), whether the run converted them or found them up to date."""
+    for event in pub.splits:
+        split = lineage.splits.get(event.split)
+        if split is None:
+            return False
+        shards = [dataclasses.asdict(s) for s in split.shards]
+        if asset_naming.shard_digest(shards) != event.extra.get("shards_sha256_digest"):
+            return False
+    return True
+
+
 def read_version(version_dir: str) -> VersionState:
     """The version's completion marker and lineage.json (local or gs://)."""
     from imagenet_beam import metadata, publish

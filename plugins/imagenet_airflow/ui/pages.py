@@ -182,11 +182,15 @@ def run_page(run, pub: data.Publication | None, state: data.VersionState | None)
         return page(title, "".join(body))
     lineage = state.lineage
     made_by = (lineage.airflow or {}).get("run_id")
-    if made_by != run.run_id:
+    if not data.still_there(pub, lineage):
         body.append(
-            f"<p id='replaced' class='warn'>The files at this location are now those of run "
-            f"{run_link(made_by)}; open its tab for their lineage and report.</p>")
+            f"<p id='replaced' class='warn'>The files at this location have been replaced "
+            f"since: they are now those of run {run_link(made_by)}; open its tab for their "
+            "lineage and report.</p>")
         return page(title, "".join(body))
+    if made_by != run.run_id:
+        body.append(f"<p id='made-by'>This run found the version up to date; its files and "
+                    f"lineage.json were made by run {run_link(made_by)}.</p>")
 
     body.append("<h2>Report</h2>" + report_block(state, pub.event_id))
 
