@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from imagenet_airflow.ui.app import URL_PREFIX, app
+from imagenet_airflow.ui import URL_PREFIX, LazyApp
 
 
 class ImageNetDatasetsPlugin(AirflowPlugin):
     name = "imagenet_datasets"
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "ImageNet datasets"}]
+    fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "ImageNet datasets"}]
     external_views = [
         {
             "name": "ImageNet datasets",

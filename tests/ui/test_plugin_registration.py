@@ -26,7 +26,7 @@ def test_airflow_plugins_lists_the_views(tmp_path):
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
     ours = plugins["imagenet_datasets"]
     assert ours["fastapi_apps"] == [
-        {"app": "fastapi.applications.FastAPI", "url_prefix": "/imagenet-datasets",
+        {"app": "imagenet_airflow.ui.LazyApp", "url_prefix": "/imagenet-datasets",
          "name": "ImageNet datasets"}
     ]
     views = {v["name"]: v for v in ours["external_views"]}

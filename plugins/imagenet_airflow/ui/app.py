@@ -1,4 +1,4 @@
-"""The FastAPI app behind the pages, mounted by Airflow's API server at URL_PREFIX.
+"""The FastAPI app behind the pages, mounted by Airflow's API server at ui.URL_PREFIX.
 
 Every route requires an authenticated Airflow user allowed to read the imagenet2012 DAG
 (Airflow's own `requires_access_dag`: a JWT as `Authorization: Bearer`, or the `_token`
@@ -14,8 +14,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse
 
 from imagenet_airflow.ui import data, pages
-
-URL_PREFIX = "/imagenet-datasets"
 
 # Headers on everything served: no sniffing, no framing by other sites, and served
 # HTML (the report) runs no script in Airflow's origin.
