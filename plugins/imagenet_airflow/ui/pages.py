@@ -202,7 +202,8 @@ def run_page(run, pub: data.Publication | None, state: data.VersionState | None)
         body.append(
             f"<details class='shards' data-split='{escape(split)}'><summary>{escape(split)}: "
             f"<span class='lineage-examples' data-split='{escape(split)}'>"
-            f"{num(info.num_examples)}</span> examples in {num(info.num_shards)} shards, "
+            f"{num(info.num_examples)}</span> examples in {num(info.num_shards)} "
+            f"shard{'' if info.num_shards == 1 else 's'}, "
             f"{size(info.num_bytes)}</summary>"
             + table(["file", "examples", "bytes", "sha256"], rows) + "</details>")
 
