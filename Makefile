@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-cli docs-report test lint bench bench-scaling clean
+.PHONY: venv demo demo-cli docs-report ui browser test lint bench bench-scaling clean
 
 venv: $(STAMP)
 
@@ -55,6 +55,24 @@ docs-report: $(STAMP)
 	cp $(REPORT_DEMO)/data/imagenet2012/5.1.0/report.png docs/report.png
 	@echo "wrote docs/report.png (the whole page: $(REPORT_DEMO)/data/imagenet2012/5.1.0/report.html)"
 
+# The Airflow UI on the demo's DB (runs `make demo` first when there is none): api-server,
+# scheduler, dag-processor and triggerer via `airflow standalone`, user admin / admin, at
+# http://127.0.0.1:$(UI_PORT)/ ("ImageNet datasets" in the navigation; each run's
+# "ImageNet dataset" tab). The trigger form defaults to the demo's input and output.
+UI_PORT ?= 8080
+UI_ENV := $(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$(DEMO_DIR)/airflow/ui-passwords.json \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(UI_PORT) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)/ IMAGENET2012_SCHEDULE= \
+	IMAGENET_MANUAL_DIR=$(DEMO_DIR)/manual IMAGENET_DATA_DIR=$(DEMO_DIR)/data
+
+ui: $(STAMP)
+	test -f $(DEMO_DIR)/airflow/airflow.db || $(MAKE) demo
+	echo '{"admin": "admin"}' > $(DEMO_DIR)/airflow/ui-passwords.json
+	@echo "Airflow UI: http://127.0.0.1:$(UI_PORT)/  (login admin / admin; Ctrl-C stops it)"
+	$(UI_ENV) airflow standalone
+
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).
 BENCH_ARGS ?=
 bench: $(STAMP)
@@ -65,7 +83,18 @@ bench-scaling: $(STAMP)
 	$(PY) -u -m benchmarks.run --sizes=10000,40000 --variants=passthrough,validate --skip_dag \
 		--out=benchmarks/work/scaling.json
 
-test: $(STAMP)
+# Debian's Chromium and its driver for the browser tests (tests/ui), installed when missing
+# and we may (root); otherwise those tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				chromium chromium-driver >/dev/null) \
+			|| echo "could not install chromium/chromium-driver: tests/ui will skip"; \
+		else echo "chromium/chromium-driver missing and not root: tests/ui will skip"; fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

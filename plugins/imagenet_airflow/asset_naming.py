@@ -33,6 +33,11 @@ def split_asset(version_dir: str, split: str) -> Asset:
     )
 
 
+def split_of(asset_name: str) -> str:
+    """The split an Asset of split_asset's names stands for."""
+    return asset_name.split("@", 1)[0].rsplit("/", 1)[-1]
+
+
 def shard_digest(shards: list[dict]) -> str:
     """One sha256 standing for every shard's name and sha256, in shard order."""
     text = "".join(f"{s['file']} {s['sha256']}\n" for s in shards)
