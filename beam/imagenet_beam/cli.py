@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from imagenet_beam import dataset
-from imagenet_beam.errors import DATA_ERROR_EXIT, DataError
+from imagenet_beam.errors import DATA_ERROR_EXIT, DataError, from_os_error
 
 _debug = False  # --debug: tracebacks as they are
 _errors: TextIO | None = None  # where the `error:` line goes (`output_to_stdout`)
@@ -136,10 +136,11 @@ def convert_main(argv: Sequence[str]) -> int:
             print(f"staged {','.join(settings.splits)} in {staging}")
             return 0
         outcome = run.convert(settings, beam_args)
-    except (run.ConvertError, DataError) as e:
-        if _debug:
+    except (run.ConvertError, DataError, OSError) as e:
+        error = from_os_error(e, "the output") if isinstance(e, OSError) else e
+        if _debug or error is None:
             raise
-        print(f"error: {e}", file=_errors or sys.stderr)
+        print(f"error: {error}", file=_errors or sys.stderr)
         return DATA_ERROR_EXIT
     if outcome.up_to_date:
         print(outcome.reason)

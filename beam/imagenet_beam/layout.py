@@ -166,6 +166,11 @@ class StagingLayout:
     def errors_dir(self) -> str:
         return join(self.work_dir, ERRORS_DIR)
 
+    @property
+    def space_reserve(self) -> str:
+        """Space held back on a local disk for the error records of a run that fills it."""
+        return join(self.work_dir, "space-reserve")
+
     def error_file(self, name: str) -> str:
         return join(self.errors_dir, f"{name}.json")
 

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 from imagenet_beam import storage
-from imagenet_beam.errors import DataError
+from imagenet_beam.errors import DataError, from_os_error
 
 # How long a record stays valid unrenewed. A command line run renews it while it lives (and
 # locally the lock, not the expiry, says it is alive); a DAG run's record must outlast the
@@ -120,8 +120,14 @@ class Lease:
     def _open_locked(self, wait: float) -> int:
         import fcntl
 
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # the first thing a run writes: an output place it cannot write ends here
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            error = from_os_error(e, self.path)
+            if error is None:
+                raise
+            raise error from None
         deadline = time.monotonic() + wait
         while True:
             try:

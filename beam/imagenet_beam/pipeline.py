@@ -9,6 +9,7 @@ memory is bounded by one shard per writer on any runner.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 
@@ -125,10 +126,13 @@ class RecordedErrors:
         error = as_data_error(exc, self._path, self._labels) if exc is not None else None
         if error is None:
             return False
-        storage.write_bytes(
-            self._staging.error_file(self._name),
-            json.dumps({"message": str(error)}).encode("utf-8"),
-        )
+        record = json.dumps({"message": str(error), "no_space": error.no_space}).encode()
+        try:
+            storage.write_bytes(self._staging.error_file(self._name), record)
+        except OSError:  # the disk is full: give back the space held for this
+            with contextlib.suppress(Exception):  # (another step may have done so already)
+                storage.delete_files([self._staging.space_reserve])
+            storage.write_bytes(self._staging.error_file(self._name), record)
         self.failed = True
         return True
 
@@ -146,11 +150,13 @@ def failed_already(staging: StagingLayout, split: str) -> bool:
     return bool(_error_files(staging, [split]))
 
 
-def recorded_errors(staging: StagingLayout, splits) -> list[str]:
-    """The messages of the data errors the splits' steps recorded, in a stable order."""
-    return [
-        json.loads(storage.read_bytes(path))["message"] for path in _error_files(staging, splits)
-    ]
+def recorded_errors(staging: StagingLayout, splits) -> list[DataError]:
+    """The data errors the splits' steps recorded, in a stable order."""
+    errors = []
+    for path in _error_files(staging, splits):
+        record = json.loads(storage.read_bytes(path))
+        errors.append(DataError(record["message"], no_space=record.get("no_space", False)))
+    return errors
 
 
 def _work_items(split_input: tuple[str, str], source: Source, staging: StagingLayout):

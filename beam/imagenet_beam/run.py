@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from imagenet_beam import dataset, sources, storage
 from imagenet_beam import lease as leases
 from imagenet_beam import publish as publication
+from imagenet_beam.errors import DataError
 from imagenet_beam.layout import OutputLayout, StagingLayout, shard_file_format
 from imagenet_beam.settings import Settings, SettingsError
 from imagenet_beam.sources import SplitInput
@@ -120,7 +122,7 @@ def holding_lease(
     )
     try:
         lease.acquire()
-    except leases.LeaseHeld as e:
+    except DataError as e:  # held by another run; an output place that cannot be written
         raise ConvertError(str(e)) from None
     try:
         yield lease
@@ -337,6 +339,9 @@ def _with_runner_defaults(argv: Sequence[str]):
     return options
 
 
+SPACE_RESERVE_BYTES = 1 << 20
+
+
 def staging_dir(settings: Settings) -> str:
     return settings.staging_dir or OutputLayout(settings.data_dir).staging_dir
 
@@ -354,9 +359,47 @@ def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None
     from imagenet_beam import pipeline
 
     problems = pipeline.recorded_errors(staged, splits)
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise ConvertError(problems[0] + more)
+    if not problems:
+        return
+    full = [p for p in problems if p.no_space]
+    if full:
+        needed = sum(r["input"]["size"] for r in _staged_records(staged) if r["split"] in splits)
+        raise ConvertError(
+            f"{full[0]} (this conversion needs about {size_text(needed)} free in "
+            f"{staged.staging_dir}'s file system)"
+        )
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    raise ConvertError(f"{problems[0]}{more}")
+
+
+def size_text(num_bytes: float) -> str:
+    """1,234,567,890 → '1.2 GB'."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:,.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    raise AssertionError
+
+
+def check_space(settings: Settings, inputs: Inputs) -> None:
+    """Refuses, before the archives are read, a local output place with less free space
+    than the conversion needs: about the archives' size (shards hold the same JPEG bytes),
+    with the merged test tar too when there is a patch to merge. Not for gs://, nor when
+    images are resized (the output is then smaller by an unknown amount)."""
+    where = staging_dir(settings)
+    if storage.is_remote(where) or settings.resize:
+        return
+    needed = sum(storage.size(p) for p in inputs.paths)
+    existing = where
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise ConvertError(
+            f"not enough space for the output: {existing} has {size_text(free)} free, and the "
+            f"conversion needs about {size_text(needed)} (as much as the archives take). Free "
+            "that much, or choose a data_dir on another disk, then run again"
+        )
 
 
 def _check_results(results, splits: Sequence[str]) -> None:
@@ -395,6 +438,8 @@ def stage(
         publication.clear_staged_split(staged, split)
     storage.makedirs(staged.staging_dir)
     storage.makedirs(staged.results_dir)
+    if not storage.is_remote(staged.staging_dir):  # room for the error records of a full disk
+        storage.write_bytes(staged.space_reserve, bytes(SPACE_RESERVE_BYTES))
     runner = options.view_as(StandardOptions).runner
     for split, path in paths.items():
         record = {
@@ -565,6 +610,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     run_id = settings.run_id or new_run_id()
     with holding_lease(settings.data_dir, run_id, process_bound=True) as lease:
         inputs = find_inputs(settings)
+        check_space(settings, inputs)
         checks = check_archives(settings, inputs)
         for check in checks:
             log.info(

@@ -5,6 +5,7 @@ The file format is the `formats` table's business; the input layout's, how membe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -148,9 +149,16 @@ def write_shard(
     name = layout.shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
     path = storage.join(output_dir, name)
     shard_format = formats.get(settings.file_format)
-    count, num_bytes, sha256, offsets = shard_format.write(
-        path, encode_shard(spec, settings, source, notes)
-    )
+    try:
+        count, num_bytes, sha256, offsets = shard_format.write(
+            path, encode_shard(spec, settings, source, notes)
+        )
+    except BaseException:
+        # A partial shard helps nobody, and on a full disk its space is what the error's
+        # record needs.
+        with contextlib.suppress(OSError):
+            storage.delete_files([path])
+        raise
     if offsets is not None:  # the report reads fixed images back by offset
         for note in notes.fixed:
             note["shard_offset"] = offsets[note["index"]]

@@ -81,6 +81,7 @@ def verify_archives(params: Mapping) -> dict:
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry
     with holding_lease(conversion):
+        run.check_space(conversion, inputs)
         checks = run.check_archives(conversion, inputs)
     for check in checks:
         log.info(

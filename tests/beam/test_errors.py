@@ -150,7 +150,7 @@ def test_environment_errors_name_the_file_they_are_about():
     from imagenet_beam.errors import from_os_error
 
     full = from_os_error(OSError(errno.ENOSPC, "No space left on device", "/out/shard-1"), "/x")
-    assert str(full).startswith("no space left on the device while writing /out/shard-1:")
+    assert str(full).startswith("no space left on the output's device while writing /out/shard-1:")
     denied = from_os_error(OSError(errno.EACCES, "Permission denied"), "/out")
     assert str(denied) == ("cannot write /out (Permission denied): choose a data_dir this "
                            "user can write to")
