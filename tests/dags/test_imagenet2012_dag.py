@@ -223,3 +223,8 @@ def test_a_corrupt_image_fails_the_convert_task_once_and_names_it(imagenet_dag, 
     assert "--on_corrupt=skip" in log and "not retried" in log
     assert "Traceback" not in log.split("error: train image", 1)[0].rsplit("Running command", 1)[1]
     assert not os.path.exists(version_dir(conf["data_dir"]))
+    # The run's teardown: its unpublished staging removed, its lease released.
+    assert states["release_lease"] == "success", states
+    assert not os.path.exists(os.path.join(conf["data_dir"], "imagenet2012", ".5.1.0.incomplete"))
+    with open(os.path.join(conf["data_dir"], "imagenet2012", ".5.1.0.lease")) as f:
+        assert f.read() == ""
