@@ -28,9 +28,9 @@ pytestmark = pytest.mark.browser
 DAG_ID = "imagenet2012"
 SPLITS = ["train", "validation"]
 PLUGIN = "/imagenet-datasets"
-# What the convert task's log must show while converting. Tighten to the per-shard progress
-# lines (e.g. r"train: \d+/\d+ shards") once the pipeline logs them.
-PROGRESS_LINE = re.compile(r"converting \['(train|validation)'\]")
+# What the convert task's log shows as it converts: the launcher's progress line, here the
+# last one of the split (progress.py).
+PROGRESS_LINE = re.compile(r"(train|validation): (\d+)/\2 shards, [\d,]+/[\d,]+ images \(100%\)")
 WAIT = 30
 
 
