@@ -201,7 +201,7 @@ def imagenet2012():
         outlets=[SPLITS_ALIAS],
     )
     def validate_and_record(
-        published: dict, verified: dict, params=None, outlet_events=None
+        published: dict, verified: dict, params=None, outlet_events=None, ti=None
     ) -> dict:
         # `verified` is for the OpenLineage event only: the run's archives are its inputs.
         from imagenet_airflow import asset_naming, tasks
@@ -210,10 +210,15 @@ def imagenet2012():
         for split, info in validated["splits"].items():
             outlet_events[SPLITS_ALIAS].add(
                 asset_naming.split_asset(validated["version_dir"], split),
-                extra=asset_naming.split_extra(
-                    validated["version_dir"], validated["file_format"], info,
-                    validated["reprocessed"],
-                ),
+                extra={
+                    **asset_naming.split_extra(
+                        validated["version_dir"], validated["file_format"], info,
+                        validated["reprocessed"],
+                    ),
+                    # Airflow lists a task as an Asset's producer only for a static outlet;
+                    # the events through the alias name it here.
+                    "produced_by": f"{ti.dag_id}.{ti.task_id}",
+                },
             )
         return tasks.short_summary(validated, params["splits"])
 

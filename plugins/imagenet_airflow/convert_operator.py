@@ -21,7 +21,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from imagenet_beam.errors import DATA_ERROR_EXIT
 
-
 UP_TO_DATE_LABEL = "up to date"
 
 

@@ -110,7 +110,14 @@ def triggered(airflow_ui, browser, generated, tmp_path_factory, screenshots):
     wait_for("the form's fields", lambda: by_css(dialog, "#element_manual_dir")[0].is_displayed())
     set_text(by_css(dialog, "#element_manual_dir")[0], generated)
     set_text(by_css(dialog, "#element_data_dir")[0], data_dir)
-    set_text(by_css(dialog, "#element_splits")[0], "\n".join(SPLITS))
+    # splits: a multi-select holding every split by default (not a text box); leave out test
+    assert not by_css(dialog, "textarea#element_splits")
+    for split in set(("train", "validation", "test")) - set(SPLITS):
+        wait_for(f"{split} in the splits multi-select", lambda s=split: by_css(
+            dialog, f"[aria-label='Remove {s}']")[0]).click()
+        wait_for(f"{split} removed", lambda s=split: not by_css(
+            dialog, f"[aria-label='Remove {s}']"))
+    assert all(by_css(dialog, f"[aria-label='Remove {s}']") for s in SPLITS)
     verify = by_css(dialog, "input[name=element_verify_checksums]")[0]
     if verify.is_selected():  # generated archives cannot match image-net.org's checksums
         browser.execute_script("arguments[0].closest('label').click()", verify)
