@@ -19,14 +19,22 @@ IMAGE_SIZE = 224  # the batch's images are resized to this square, as a model ta
 
 
 def latest_versions(events: Iterable) -> dict[str, str]:
-    """split → version directory of the newest triggering event per split (events: the
-    Task SDK's AssetEventDagRunReference results, `triggering_asset_events[alias]`)."""
+    """split → version directory of the newest triggering event per split that a conversion
+    published (events: the Task SDK's AssetEventDagRunReference results,
+    `triggering_asset_events[alias]`). A run that found its version up to date records
+    events too (`reprocessed` false): nothing new to read there."""
     newest: dict[str, tuple] = {}
     for event in events:
+        extra = event.extra or {}
         split = asset_naming.split_of(event.asset.name)
-        version_dir = (event.extra or {}).get("version_dir")
-        if version_dir and (split not in newest or event.timestamp > newest[split][0]):
-            newest[split] = (event.timestamp, version_dir)
+        if not extra.get("version_dir"):
+            continue
+        if not extra.get("reprocessed"):
+            log.info("%s: %s was found up to date by %s, not published anew: not read", split,
+                     extra["version_dir"], event.source_run_id)
+            continue
+        if split not in newest or event.timestamp > newest[split][0]:
+            newest[split] = (event.timestamp, extra["version_dir"])
     return {split: newest[split][1] for split in sorted(newest)}
 
 
@@ -66,8 +74,8 @@ def read_batch(version_dir: str, split: str, batch_size: int = BATCH_SIZE,
 def read_batches(events: Iterable, batch_size: int = BATCH_SIZE) -> dict[str, dict]:
     versions = latest_versions(events)
     if not versions:
-        log.info("no triggering split events: nothing to read (the DAG runs when "
-                 "imagenet2012 publishes)")
+        log.info("no newly published split among the triggering events: nothing to read "
+                 "(the DAG runs when imagenet2012 records its splits)")
     return {split: read_batch(vdir, split, batch_size) for split, vdir in versions.items()}
 
 

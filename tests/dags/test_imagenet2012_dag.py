@@ -214,6 +214,19 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(
     assert after == before
     events = _asset_events(run.run_id)
     assert events and all(e["reprocessed"] is False for e in events.values())
+    # The consumer runs on these events too, and reads nothing: no new version.
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import AIRFLOW_ENV, create_asset_triggered_run, run_tasks
+
+    consumer = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(
+        "imagenet2012_consumer")
+    consumer_run = create_asset_triggered_run(consumer.dag_id)
+    assert consumer_run
+    with caplog.at_level("INFO"):
+        assert run_tasks(consumer, consumer_run) == "success"
+    assert _xcom(consumer.dag_id, consumer_run, "read_batches") == {}
+    assert f"train: {path} was found up to date by {run.run_id}" in caplog.text
 
     changed = {**conf, "num_shards": 2, "splits": ["validation"]}
     run, states = _run(imagenet_dag, changed)
