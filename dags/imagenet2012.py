@@ -22,12 +22,19 @@ from airflow.sdk import Param, dag, task
 from imagenet_airflow import dataflow_launch, openlineage_events
 from imagenet_airflow.asset_naming import SPLITS_ALIAS
 from imagenet_airflow.convert_operator import ConvertSplitOperator
-from imagenet_airflow.sensors import DEFAULT_WAIT_MINUTES, ImageNetArchivesSensor
+from imagenet_airflow.sensors import (
+    DEFAULT_WAIT_MINUTES,
+    SCHEDULED_WAIT_MINUTES,
+    ImageNetArchivesSensor,
+)
 from imagenet_airflow.tasks import BEAM_MAIN_MODULE
 from imagenet_beam import settings
 
 SCHEDULE = os.environ.get("IMAGENET2012_SCHEDULE", "@weekly") or None
 POKE_INTERVAL_SECONDS = float(os.environ.get("IMAGENET2012_POKE_INTERVAL_SECONDS", "60"))
+SCHEDULED_WAIT_MINUTES = float(
+    os.environ.get("IMAGENET2012_SCHEDULED_WAIT_MINUTES", str(SCHEDULED_WAIT_MINUTES))
+)
 DATAFLOW = "Dataflow (runner = DataflowRunner)"
 
 # Every conversion setting's type, choices and help come from imagenet_beam.settings; the
@@ -65,7 +72,9 @@ params.update({
         type="number",
         exclusiveMinimum=0,
         title="Wait for archives (minutes)",
-        description="How long wait_for_archives waits for missing archives before failing.",
+        description="How long a triggered run's wait_for_archives waits for missing archives "
+        "before failing (a scheduled run waits at most "
+        f"{SCHEDULED_WAIT_MINUTES:g} minutes).",
         section=settings.EXECUTION,
     ),
     "dataflow_project": Param(
@@ -131,6 +140,7 @@ def imagenet2012():
         splits="{{ params.splits }}",
         test_patch="{{ params.test_patch }}",
         wait_timeout_minutes="{{ params.wait_timeout_minutes }}",
+        scheduled_wait_minutes=SCHEDULED_WAIT_MINUTES,
         poke_interval=POKE_INTERVAL_SECONDS,
         timeout=timedelta(days=30),
         retries=0,
@@ -171,9 +181,12 @@ def imagenet2012():
 
     @task
     def conversion_jobs(plan: dict, params=None) -> list[dict]:
-        """The convert task's arguments per split to convert (none when up to date)."""
+        """The convert task's arguments per split to convert; when up to date, one instance
+        that logs why nothing is converted and is skipped."""
         from imagenet_airflow import dataflow_launch
 
+        if plan["up_to_date"]:
+            return [{"up_to_date": plan["reason"]}]
         return dataflow_launch.convert_operator_kwargs(params, plan["jobs"])
 
     @task(trigger_rule="none_failed")
@@ -188,7 +201,7 @@ def imagenet2012():
         outlets=[SPLITS_ALIAS],
     )
     def validate_and_record(
-        published: dict, verified: dict, params=None, outlet_events=None
+        published: dict, verified: dict, params=None, outlet_events=None, ti=None
     ) -> dict:
         # `verified` is for the OpenLineage event only: the run's archives are its inputs.
         from imagenet_airflow import asset_naming, tasks
@@ -197,10 +210,15 @@ def imagenet2012():
         for split, info in validated["splits"].items():
             outlet_events[SPLITS_ALIAS].add(
                 asset_naming.split_asset(validated["version_dir"], split),
-                extra=asset_naming.split_extra(
-                    validated["version_dir"], validated["file_format"], info,
-                    validated["reprocessed"],
-                ),
+                extra={
+                    **asset_naming.split_extra(
+                        validated["version_dir"], validated["file_format"], info,
+                        validated["reprocessed"],
+                    ),
+                    # Airflow lists a task as an Asset's producer only for a static outlet;
+                    # the events through the alias name it here.
+                    "produced_by": f"{ti.dag_id}.{ti.task_id}",
+                },
             )
         return tasks.short_summary(validated, params["splits"])
 
@@ -214,7 +232,7 @@ def imagenet2012():
         py_file=BEAM_MAIN_MODULE,
         py_options=["-m"],
         py_interpreter=sys.executable,
-        map_index_template="{{ task.pipeline_options['splits'] }}",
+        map_index_template="{{ task.label }}",
         retries=2,
     ).expand_kwargs(conversion_jobs(plan))
     published = publish(verified, merged, plan)

@@ -105,8 +105,11 @@ class Setting:
             "section": self.section,
         }
         if self.kind == "splits":
+            # `examples` makes Airflow's trigger form a multi-select of these (an array
+            # without it is a free-text box, one value a line); `items` validates.
             schema.update(
-                items={"type": "string", "enum": list(dataset.SPLITS)}, minItems=1, uniqueItems=True
+                items={"type": "string", "enum": list(dataset.SPLITS)}, minItems=1,
+                uniqueItems=True, examples=list(dataset.SPLITS),
             )
         if self.choices:
             schema["enum"] = list(self.choices)

@@ -1,6 +1,11 @@
 """The DAG's convert task: Beam's operator, but bad input fails it without a retry, and
 no warning about a Dataflow configuration on the DirectRunner.
 
+When the published version is up to date, `plan_conversion` maps the task once with
+`up_to_date=<the reason>`: that instance logs why nothing is converted and is skipped, so
+the skipped convert task a user clicks on says why (a task mapped over nothing would be
+skipped with "no logs available").
+
 The launcher (`python -m imagenet_beam.beam_main`) exits with `errors.DATA_ERROR_EXIT` when
 the input or the output's place is wrong (a corrupt image, a member it cannot label, no
 space left): a retry would read the same bytes, so the task fails at once. Any other
@@ -12,12 +17,25 @@ from __future__ import annotations
 from airflow.exceptions import AirflowException
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from imagenet_beam.errors import DATA_ERROR_EXIT
 
+UP_TO_DATE_LABEL = "up to date"
+
 
 class ConvertSplitOperator(BeamRunPythonPipelineOperator):
+    def __init__(self, *, up_to_date: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.up_to_date = up_to_date
+
+    @property
+    def label(self) -> str:
+        """The mapped instance's name in the UI: its split, or "up to date"."""
+        if self.up_to_date:
+            return UP_TO_DATE_LABEL
+        return str((self.pipeline_options or {}).get("splits", ""))
+
     def _cast_dataflow_config(self):
         """The provider fills in an empty DataflowConfiguration when none is given, then
         warns on every other runner that one is defined: nothing to warn about when
@@ -27,6 +45,10 @@ class ConvertSplitOperator(BeamRunPythonPipelineOperator):
         self.dataflow_config = DataflowConfiguration(job_name=self.task_id)
 
     def execute(self, context):
+        if self.up_to_date:
+            message = f"nothing converted: {self.up_to_date}"
+            self.log.info(message)
+            raise AirflowSkipException(message)
         try:
             return super().execute(context)
         except AirflowFailException:

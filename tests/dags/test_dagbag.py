@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.dags.conftest import AIRFLOW_ENV
 
 
@@ -29,6 +31,13 @@ def test_dagbag_has_no_import_errors(airflow_db):
     } <= task_ids
     # One writer per version: the lease is the run's setup, its release the teardown.
     assert dag.get_task("take_lease").is_setup and dag.get_task("release_lease").is_teardown
+    # The example consumer runs on the split Assets' events (through their alias).
+    from airflow.sdk import AssetAlias
+
+    consumer = bag.get_dag("imagenet2012_consumer")
+    assert consumer is not None and consumer.doc_md
+    assert consumer.timetable.asset_condition == AssetAlias("imagenet2012_splits")
+    assert consumer.task_ids == ["read_batches"]
 
 
 def test_params_are_a_self_explanatory_form(imagenet_dag):
@@ -41,11 +50,17 @@ def test_params_are_a_self_explanatory_form(imagenet_dag):
         param = params.get_param(name)
         assert param.schema.get("title") or param.description, name
         assert param.schema.get("section"), name
+    for name in params:  # every param says what it is for
+        assert len(params.get_param(name).description or "") > 20, name
     assert params.get_param("file_format").schema["enum"] == ["tfrecord", "array_record"]
+    # An array with `examples` is a multi-select in Airflow's trigger form.
+    splits = params.get_param("splits").schema
+    assert splits["type"] == "array" and splits["examples"] == ["train", "validation", "test"]
     assert params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
 
 
-def test_parsing_imports_neither_tensorflow_nor_beam():
+@pytest.mark.parametrize("dag_file", ["imagenet2012.py", "imagenet2012_consumer.py"])
+def test_parsing_imports_neither_tensorflow_nor_beam(dag_file):
     code = (
         "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
         "print(json.dumps(sorted(m for m in sys.modules "
@@ -55,7 +70,7 @@ def test_parsing_imports_neither_tensorflow_nor_beam():
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", code, os.path.join(AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"],
-                                                   "imagenet2012.py")],
+                                                   dag_file)],
         capture_output=True, text=True, env=env, timeout=120, check=True,
     )
     heavy = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -21,7 +21,8 @@ def _run(dag, conf: dict):
     return run, task_states(dag.dag_id, run.run_id)
 
 
-def _asset_events(run_id: str) -> dict[str, dict]:
+def _asset_events(run_id: str, sources: bool = False) -> dict[str, dict]:
+    """{asset name: event extra} of a run's Asset events; with sources, (dag, task) too."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -32,6 +33,9 @@ def _asset_events(run_id: str) -> dict[str, dict]:
             .filter(AssetEvent.source_run_id == run_id)
             .all()
         )
+        if sources:
+            return {model.name: (event.source_dag_id, event.source_task_id)
+                    for event, model in rows}
         return {model.name: dict(event.extra) for event, model in rows}
 
 
@@ -83,6 +87,10 @@ def test_every_task_succeeds(first_run):
     }
     assert set(states) == expected
     assert set(states.values()) == {"success"}, states
+    from tests.dags.conftest import task_instance
+
+    assert [task_instance("imagenet2012", run.run_id, "convert", i).rendered_map_index
+            for i in range(3)] == SPLITS  # each instance is named by its split in the UI
 
 
 def test_output_loads_in_tfds_with_the_right_counts(first_run, patched_input):
@@ -140,26 +148,85 @@ def test_asset_events_carry_the_counts(first_run, patched_input):
         assert extra["num_bytes"] == lineage["splits"][split]["num_bytes"]
         assert len(extra["shards_sha256_digest"]) == 64
         assert extra["reprocessed"] is True
+        assert extra["produced_by"] == "imagenet2012.validate_and_record"
+    # What the Asset page's event list links as its source: the producing task instance.
+    assert set(_asset_events(run.run_id, sources=True).values()) == {
+        ("imagenet2012", "validate_and_record")}
     summary = _xcom("imagenet2012", run.run_id, "validate_and_record")
     assert summary["splits"]["train"]["num_examples"] == len(patched_input.split("train"))
 
 
-def test_a_second_run_skips_and_a_changed_setting_reconverts(imagenet_dag, first_run):
+def test_the_published_splits_trigger_the_consumer_dag(first_run, patched_input, caplog):
+    """imagenet2012_consumer is scheduled on the split alias: the run's events queue a run of
+    it, which the scheduler's own step creates; it reads a batch of each split."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import AIRFLOW_ENV, create_asset_triggered_run, run_tasks
+
+    conf, run, _ = first_run
+    consumer = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(
+        "imagenet2012_consumer")
+    consumer_run = create_asset_triggered_run(consumer.dag_id)
+    assert consumer_run, "the split events queued no run of imagenet2012_consumer"
+    with caplog.at_level("INFO"):
+        assert run_tasks(consumer, consumer_run) == "success"
+    read = _xcom(consumer.dag_id, consumer_run, "read_batches")
+    assert set(read) == set(SPLITS)
+    log = caplog.text
+    for split in SPLITS:
+        members = patched_input.split(split)
+        labels = [m.label for m in members]
+        n = len(members)  # fewer than a batch: the batch is the whole split
+        assert read[split]["version_dir"] == version_dir(conf["data_dir"])
+        assert read[split]["num_examples"] == n
+        assert read[split]["images"] == [[n, 224, 224, 3], "float32"]
+        assert read[split]["labels"] == [[n], "int64"]
+        assert (read[split]["label_min"], read[split]["label_max"]) == (min(labels), max(labels))
+        assert f"{split}: a batch of {n} from {version_dir(conf['data_dir'])}" in log
+        assert f"labels ({n},) int64 in [{min(labels)}, {max(labels)}]" in log
+
+
+def test_a_second_run_skips_and_a_changed_setting_reconverts(
+    imagenet_dag, first_run, capfd, caplog
+):
+    from tests.dags.conftest import task_instance
+
     conf, _, _ = first_run
     path = version_dir(conf["data_dir"])
     before = {n: os.stat(os.path.join(path, n)).st_mtime_ns for n in os.listdir(path)}
 
-    run, states = _run(imagenet_dag, conf)
+    capfd.readouterr()
+    with caplog.at_level("INFO"):
+        run, states = _run(imagenet_dag, conf)
     assert str(run.state) == "success", states
-    assert states["convert"] == "skipped" and states["validate_and_record"] == "success"
+    # The skipped convert task is one instance, "up to date", whose log says why.
+    assert states["convert[0]"] == "skipped" and "convert[1]" not in states, states
+    assert states["validate_and_record"] == "success"
     assert _xcom("imagenet2012", run.run_id, "publish")["published"] is False
-    assert "same archives and settings" in _xcom(
-        "imagenet2012", run.run_id, "plan_conversion"
-    )["reason"]
+    reason = _xcom("imagenet2012", run.run_id, "plan_conversion")["reason"]
+    assert "same archives and settings" in reason
+    skipped = task_instance(imagenet_dag.dag_id, run.run_id, "convert", map_index=0)
+    assert skipped.rendered_map_index == "up to date" and skipped.try_number == 1
+    log = caplog.text + "".join(capfd.readouterr())
+    assert f"nothing converted: {reason}" in log
+    assert "Running command" not in log  # no Beam pipeline started
     after = {n: os.stat(os.path.join(path, n)).st_mtime_ns for n in os.listdir(path)}
     assert after == before
     events = _asset_events(run.run_id)
     assert events and all(e["reprocessed"] is False for e in events.values())
+    # The consumer runs on these events too, and reads nothing: no new version.
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import AIRFLOW_ENV, create_asset_triggered_run, run_tasks
+
+    consumer = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(
+        "imagenet2012_consumer")
+    consumer_run = create_asset_triggered_run(consumer.dag_id)
+    assert consumer_run
+    with caplog.at_level("INFO"):
+        assert run_tasks(consumer, consumer_run) == "success"
+    assert _xcom(consumer.dag_id, consumer_run, "read_batches") == {}
+    assert f"train: {path} was found up to date by {run.run_id}" in caplog.text
 
     changed = {**conf, "num_shards": 2, "splits": ["validation"]}
     run, states = _run(imagenet_dag, changed)

@@ -139,3 +139,68 @@ def test_output_inside_the_manual_dir_fails_the_first_task(imagenet_dag, tmp_pat
     message = _exception_text(out.out + out.err, "AirflowFailException")
     assert f"inside manual_dir {manual}" in message, message
     assert sorted(os.listdir(manual)) == [dataset.VALIDATION_ARCHIVE]
+
+
+def _scheduled_sensor_run(dag, conf: dict, timeout: float = 120):
+    """What the scheduler does for a run of the schedule, for wait_for_archives alone: a DAG
+    run of run_type "scheduled" in the metadata DB, its sensor run (Task SDK, in process, as
+    dag.test() runs tasks) and rescheduled until it ends. dag.test() itself only makes
+    manual runs. Returns (final state, seconds from the run's start)."""
+    import time
+
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.sdk import timezone
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    from tests.dags.conftest import AIRFLOW_ENV
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"]), "dags-folder",
+                   None)
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    now = timezone.utcnow()
+    with create_session() as session:
+        run = scheduler_dag.create_dagrun(
+            run_id=f"scheduled__{now.isoformat()}", logical_date=now, data_interval=(now, now),
+            run_after=now, conf=conf, run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TIMETABLE, state=DagRunState.RUNNING,
+            start_date=now, session=session,
+        )
+        ti = run.get_task_instance("wait_for_archives", session=session)
+        ti.try_number, ti.state = 1, TaskInstanceState.SCHEDULED
+        session.commit()
+        deadline = time.monotonic() + timeout
+        while True:
+            _run_task(ti=ti, task=dag.get_task("wait_for_archives"))
+            session.expire_all()
+            ti = run.get_task_instance("wait_for_archives", session=session)
+            if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE or time.monotonic() > deadline:
+                return str(ti.state), (timezone.utcnow() - now).total_seconds()
+            time.sleep(1)
+            ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+
+
+def test_a_scheduled_run_does_not_wait_for_missing_archives(imagenet_dag, tmp_path, capfd):
+    """A scheduled run must not hold the one run slot: it fails after
+    IMAGENET2012_SCHEDULED_WAIT_MINUTES (3 s here) with what is missing, though
+    wait_timeout_minutes would let it wait an hour; a triggered run waits (above)."""
+    manual = tmp_path / "manual"
+    synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    conf = {"manual_dir": str(manual), "data_dir": str(tmp_path / "data"),
+            "splits": ["train", "validation"], "wait_timeout_minutes": 60}
+    state, seconds = _scheduled_sensor_run(imagenet_dag, conf)
+    assert state == "failed"
+    assert 3 <= seconds < 60, seconds
+    out = capfd.readouterr()
+    log = out.out + out.err
+    timeout = _exception_text(log, "AirflowSensorTimeout")
+    assert timeout.startswith("scheduled run: gave up after waiting"), timeout
+    assert f"train: {dataset.TRAIN_ARCHIVE}" in timeout and str(manual) in timeout, timeout
+    assert dataset.VALIDATION_ARCHIVE not in timeout
+    assert "Trigger the DAG" in timeout

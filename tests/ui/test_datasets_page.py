@@ -110,7 +110,14 @@ def triggered(airflow_ui, browser, generated, tmp_path_factory, screenshots):
     wait_for("the form's fields", lambda: by_css(dialog, "#element_manual_dir")[0].is_displayed())
     set_text(by_css(dialog, "#element_manual_dir")[0], generated)
     set_text(by_css(dialog, "#element_data_dir")[0], data_dir)
-    set_text(by_css(dialog, "#element_splits")[0], "\n".join(SPLITS))
+    # splits: a multi-select holding every split by default (not a text box); leave out test
+    assert not by_css(dialog, "textarea#element_splits")
+    for split in set(("train", "validation", "test")) - set(SPLITS):
+        wait_for(f"{split} in the splits multi-select", lambda s=split: by_css(
+            dialog, f"[aria-label='Remove {s}']")[0]).click()
+        wait_for(f"{split} removed", lambda s=split: not by_css(
+            dialog, f"[aria-label='Remove {s}']"))
+    assert all(by_css(dialog, f"[aria-label='Remove {s}']") for s in SPLITS)
     verify = by_css(dialog, "input[name=element_verify_checksums]")[0]
     if verify.is_selected():  # generated archives cannot match image-net.org's checksums
         browser.execute_script("arguments[0].closest('label').click()", verify)
@@ -318,3 +325,60 @@ def test_report_is_shown_when_the_version_has_one(airflow_ui, browser, triggered
     wait_for("the HTML report", lambda: "ImageNet report" in browser.page_source)
     assert browser.title != "script ran"
     print(f"screenshots: {screenshots}  (docs: {os.path.join(ROOT, 'docs')})")
+
+
+# --- what a run found up to date shows, the Asset page, the consumer DAG -------------------
+# (last: its run makes the version's newest publication an up-to-date one)
+
+def test_the_consumer_dag_ran_on_the_published_splits(airflow_ui, triggered):
+    """The real scheduler starts imagenet2012_consumer on the split events; it succeeds."""
+    run_id, _ = triggered
+    consumer = "imagenet2012_consumer"
+
+    def finished_run():
+        runs = airflow_ui.api("GET", f"/dags/{consumer}/dagRuns").json()["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        return done[0] if done else None
+
+    run = wait_for("a finished run of imagenet2012_consumer", finished_run, timeout=180)
+    assert run["run_type"] == "asset_triggered" and run["state"] == "success", run
+    events = airflow_ui.api(
+        "GET", f"/dags/{consumer}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+    ).json()["asset_events"]
+    assert {e["source_run_id"] for e in events} == {run_id}, events
+    read = airflow_ui.api(
+        "GET", f"/dags/{consumer}/dagRuns/{run['dag_run_id']}/taskInstances/read_batches/"
+        "xcomEntries/return_value", params={"deserialize": True}).json()["value"]
+    if isinstance(read, str):
+        read = json.loads(read.replace("'", '"'))
+    assert sorted(read) == SPLITS and read["train"]["images"][0][1:] == [224, 224, 3], read
+
+
+def test_an_up_to_date_run_says_why_convert_was_skipped(airflow_ui, browser, triggered,
+                                                        screenshots):
+    run_id, vdir = triggered
+    conf = airflow_ui.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}").json()["conf"]
+    resp = airflow_ui.api("POST", f"/dags/{DAG_ID}/dagRuns",
+                          json={"logical_date": None, "conf": conf})
+    assert resp.status_code in (200, 201), resp.text
+    again = resp.json()["dag_run_id"]
+    rest._wait_for_success(airflow_ui, again)
+    tis = airflow_ui.api("GET", f"/dags/{DAG_ID}/dagRuns/{again}/taskInstances").json()
+    [convert] = [ti for ti in tis["task_instances"] if ti["task_id"] == "convert"]
+    assert convert["state"] == "skipped" and convert["rendered_map_index"] == "up to date"
+    # One click on the skipped convert task: its log says why.
+    browser.switch_to.default_content()
+    browser.get(f"{airflow_ui.base}/dags/{DAG_ID}/runs/{again}/tasks/convert/mapped/0")
+    wait_for("the reason in the convert log", lambda: "nothing converted: " in browser.find_element(
+        "tag name", "body").text, timeout=60)
+    assert "no logs available" not in browser.find_element("tag name", "body").text
+    browser.save_screenshot(str(screenshots / "convert-up-to-date-log.png"))
+    # The Asset page: each event's source links to the task that recorded it.
+    events = airflow_ui.api("GET", "/assets/events", params={"source_run_id": again}).json()
+    [event, *_] = [e for e in events["asset_events"] if e["source_dag_id"] == DAG_ID]
+    assert event["source_task_id"] == "validate_and_record"
+    browser.get(f"{airflow_ui.base}/assets/{event['asset_id']}")
+    link = wait_for("the event's source link", lambda: by_css(
+        browser, f"a[href$='/runs/{again}/tasks/validate_and_record']")[0], timeout=60)
+    assert link.text == DAG_ID
+    browser.save_screenshot(str(screenshots / "asset-page.png"))
