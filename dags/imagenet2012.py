@@ -147,31 +147,31 @@ def imagenet2012():
     )
 
     @task(retries=0)
-    def take_lease(params=None) -> str:
+    def take_lease(params=None, dag_run=None) -> str:
         """One writer per version: held from here to the end of publish."""
         from imagenet_airflow import tasks
 
-        return tasks.take_lease(params)
+        return tasks.take_lease(params, dag_run.run_id)
 
     @task
-    def release_lease(params=None) -> None:
+    def release_lease(params=None, dag_run=None) -> None:
         """The run's end, however it went: its unpublished staging removed, its lease
         released."""
         from imagenet_airflow import tasks
 
-        tasks.release_lease(params)
+        tasks.release_lease(params, dag_run.run_id)
 
     @openlineage_events.lineage_task(openlineage=openlineage_events.archives_read)
-    def verify_archives(params=None) -> dict:
+    def verify_archives(params=None, dag_run=None) -> dict:
         from imagenet_airflow import tasks
 
-        return tasks.verify_archives(params)
+        return tasks.verify_archives(params, dag_run.run_id)
 
     @task
-    def merge_test_patch(verified: dict, params=None) -> dict | None:
+    def merge_test_patch(verified: dict, params=None, dag_run=None) -> dict | None:
         from imagenet_airflow import tasks
 
-        return tasks.merge_test_patch(params, verified)
+        return tasks.merge_test_patch(params, verified, dag_run.run_id)
 
     @task
     def plan_conversion(verified: dict, merged: dict | None, params=None, dag_run=None) -> dict:

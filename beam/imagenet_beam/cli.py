@@ -123,12 +123,12 @@ def convert_main(argv: Sequence[str]) -> int:
             from imagenet_beam import lease
 
             runner = run.check_runner(settings, beam_args)
+            inputs = run.find_inputs(settings)
             run_id = settings.run_id or run.new_run_id()
             with run.holding_lease(
                 settings.data_dir, run_id, process_bound=not settings.run_id,
                 ttl=lease.DATAFLOW_TTL_SECONDS if "dataflow" in runner.lower() else None,
             ):
-                inputs = run.find_inputs(settings)
                 staging = run.stage(
                     settings.replace(run_id=run_id), run.conversion_inputs(inputs, None),
                     beam_args,

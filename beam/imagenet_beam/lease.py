@@ -39,7 +39,7 @@ from imagenet_beam.errors import DataError, from_os_error
 # How long a record stays valid unrenewed. A command line run renews it while it lives (and
 # locally the lock, not the expiry, says it is alive); a DAG run's record must outlast the
 # scheduling gaps between its tasks.
-CLI_TTL_SECONDS = 120.0
+CLI_TTL_SECONDS = float(os.environ.get("IMAGENET2012_CLI_LEASE_SECONDS", 120))
 DAG_TTL_SECONDS = float(os.environ.get("IMAGENET2012_LEASE_SECONDS", 15 * 60))
 # A Dataflow job runs on after its launcher (and the DAG's deferred task) is gone, renewing
 # nothing: its run's record covers a long job. The run's last task releases it earlier.
@@ -56,7 +56,7 @@ def _held_error(record: dict[str, Any], path: str) -> LeaseHeld:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.get("taken", 0)))
     holder = (f"run {record.get('run_id', '?')} ({record.get('owner', 'an unknown process')}, "
               f"since {when}")
-    if record.get("process_bound"):
+    if record.get("process_bound") and not storage.is_remote(path):
         holder += ")"
         what_to_do = "wait for it to end (or stop it), then run again"
     else:
@@ -118,21 +118,15 @@ class Lease:
     # --- local: flock ---------------------------------------------------------------------
 
     def _open_locked(self, wait: float) -> int:
+        """The record's file, open and locked. A released lease's file is removed (under
+        its lock), so a lock won on a file that is no longer at the path is tried again."""
         import fcntl
 
-        try:  # the first thing a run writes: an output place it cannot write ends here
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            error = from_os_error(e, self.path)
-            if error is None:
-                raise
-            raise error from None
         deadline = time.monotonic() + wait
         while True:
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -140,10 +134,41 @@ class Lease:
                 # Locked by a process-bound holder for its life (its record says so): no
                 # use waiting. Else a DAG run's task reads and writes its record: a moment.
                 record = _read_fd(fd)
+                os.close(fd)
                 if (record and record.get("process_bound")) or time.monotonic() >= deadline:
-                    os.close(fd)
                     raise _held_error(record or {"run_id": "?"}, self.path) from None
                 time.sleep(0.05)
+                continue
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            self._close(fd)  # removed by its releaser meanwhile: open the new one
+
+    def _open(self) -> int:
+        directory = os.path.dirname(self.path) or "."
+        try:  # the first thing a run writes: an output place it cannot write ends here
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+                self._made_dir = directory
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            error = from_os_error(e, self.path)
+            if error is None:
+                raise
+            raise error from None
+
+    def _remove_locked(self, fd: int) -> None:
+        """Removes the released record's file (and the folder the lease made for it, if
+        nothing else is in it), then lets go of the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        made = getattr(self, "_made_dir", None)
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(made)  # only when empty
+        self._close(fd)
 
     def _close(self, fd: int) -> None:
         import fcntl
@@ -185,15 +210,13 @@ class Lease:
     def _release_local(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.ftruncate(fd, 0)
-            self._close(fd)
+            self._remove_locked(fd)
             return
         fd = self._open_locked(_LOCK_WAIT_SECONDS)
-        try:
-            record = _read_fd(fd)
-            if record and record.get("run_id") == self.run_id:
-                os.ftruncate(fd, 0)
-        finally:
+        record = _read_fd(fd)
+        if not record or record.get("run_id") == self.run_id:
+            self._remove_locked(fd)
+        else:
             self._close(fd)
 
     # --- GCS: generation preconditions -----------------------------------------------------

@@ -603,13 +603,13 @@ class Outcome:
 
 def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     """Every step: the command line's `convert`, under the version's lease from the
-    first read to the end of publishing."""
+    first read of an archive to the end of publishing."""
     version_dir = OutputLayout(settings.data_dir).version_dir
     check_paths(settings)
     check_runner(settings, beam_args)
+    inputs = find_inputs(settings)
     run_id = settings.run_id or new_run_id()
     with holding_lease(settings.data_dir, run_id, process_bound=True) as lease:
-        inputs = find_inputs(settings)
         check_space(settings, inputs)
         checks = check_archives(settings, inputs)
         for check in checks:

@@ -30,44 +30,38 @@ def settings(params: Mapping):
         raise AirflowFailException(str(e)) from None
 
 
-def _run_id() -> str:
-    from airflow.sdk import get_current_context
-
-    return get_current_context()["dag_run"].run_id
-
-
 @contextlib.contextmanager
-def holding_lease(conversion) -> Iterator[None]:
+def holding_lease(conversion, run_id: str) -> Iterator[None]:
     """The run's lease on the version, renewed while the task runs (taken by `take_lease`,
     released by `release_lease`); another run holding it fails the task at once."""
     from imagenet_beam import run
 
     try:
-        with run.holding_lease(conversion.data_dir, _run_id(), process_bound=False):
+        with run.holding_lease(conversion.data_dir, run_id, process_bound=False):
             yield
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
 
 
-def take_lease(params: Mapping) -> str:
+def take_lease(params: Mapping, run_id: str) -> str:
     """One writer per version: the run takes the version's lease before it reads or
     writes anything, and holds it until `release_lease`."""
     from imagenet_beam.layout import OutputLayout
 
     conversion = settings(params)
-    with holding_lease(conversion):
+    with holding_lease(conversion, run_id):
         path = OutputLayout(conversion.data_dir).lease_file
         log.info("this run holds %s until it has published (or failed)", path)
     return path
 
 
-def release_lease(params: Mapping) -> None:
+def release_lease(params: Mapping, run_id: str) -> None:
     from imagenet_beam import run
 
-    log.info(run.release_lease(settings(params), _run_id()))
+    log.info(run.release_lease(settings(params), run_id))
 
 
-def verify_archives(params: Mapping) -> dict:
+def verify_archives(params: Mapping, run_id: str) -> dict:
     """Size, sha256 (against the published values when asked) and readability of every
     archive the run needs; cached by path, size and modification time."""
     from imagenet_beam import run
@@ -80,7 +74,7 @@ def verify_archives(params: Mapping) -> dict:
     inputs, missing = run.look_for_inputs(conversion)
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry
-    with holding_lease(conversion):
+    with holding_lease(conversion, run_id):
         run.check_space(conversion, inputs)
         checks = run.check_archives(conversion, inputs)
     for check in checks:
@@ -95,12 +89,12 @@ def verify_archives(params: Mapping) -> dict:
     return {"inputs": inputs.to_dict(), "archives": [check.to_dict() for check in checks]}
 
 
-def merge_test_patch(params: Mapping, verified: Mapping) -> dict | None:
+def merge_test_patch(params: Mapping, verified: Mapping, run_id: str) -> dict | None:
     """Merges the 2012 test tar with the patch when the test split needs it."""
     from imagenet_beam import run
 
     conversion = settings(params)
-    with holding_lease(conversion):
+    with holding_lease(conversion, run_id):
         report = run.merge_test_patch(conversion, run.Inputs.from_dict(verified["inputs"]))
     if report is None:
         log.info("nothing to merge: the test split is not requested or its tar is patched")
@@ -142,7 +136,7 @@ def conversion_jobs(
 
 
 def plan_conversion(
-    params: Mapping, verified: Mapping, merged: Mapping | None, run_id: str | None = None
+    params: Mapping, verified: Mapping, merged: Mapping | None, run_id: str
 ) -> dict:
     """Skip when nothing changed; otherwise clear staging and give one job per split."""
     from imagenet_beam import run
@@ -153,7 +147,7 @@ def plan_conversion(
     if reason:
         log.info("skipping the conversion: %s", reason)
         return {"up_to_date": True, "reason": reason, "fingerprint": wanted, "jobs": []}
-    with holding_lease(conversion):
+    with holding_lease(conversion, run_id):
         staging = run.prepare_staging(conversion)
     paths = run.conversion_inputs(run.Inputs.from_dict(verified["inputs"]), merged)
     jobs = conversion_jobs(params, paths, staging, run_id)
@@ -175,7 +169,7 @@ def publish(
         log.info("nothing to publish: %s", plan["reason"])
         return {"published": False, "reason": plan["reason"]}
     conversion = settings(params)
-    with holding_lease(conversion):
+    with holding_lease(conversion, run_info["run_id"]):
         record = run.publish(
             conversion.data_dir,
             overwrite=True,

@@ -156,7 +156,7 @@ def dataflow_launch(gcs_server, imagenet_dag, tmp_path_factory):  # noqa: F811
     params = _params(imagenet_dag, **_dataflow_conf(bucket))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMAGENET_BEAM_SETUP_FILE", str(source / "setup.py"))
-        verified = tasks.verify_archives(params)
+        verified = tasks.verify_archives(params, RUN_ID)
         plan = tasks.plan_conversion(params, verified, None, RUN_ID)
         kwargs = launch.convert_operator_kwargs(params, plan["jobs"])
         [job_kwargs] = kwargs

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.conftest import ROOT, convert, gcs_client
 from tests.gcs.stalling_proxy import StallingProxy
 
 VERSION = "imagenet2012/5.1.0"
+KILLED_LEASE_SECONDS = 3
 
 
 def _upload_dir(local_dir: str, destination: str) -> None:
@@ -104,7 +106,10 @@ def _convert_until_stalled(manual_dir: str, data_dir: str, stall_on: str) -> Non
             [sys.executable, "-m", "imagenet_beam", "convert", f"--manual_dir={manual_dir}",
              f"--data_dir={data_dir}", "--num_shards=3", "--verify_checksums=false"],
             cwd=ROOT,
-            env={**os.environ, "STORAGE_EMULATOR_HOST": proxy.url},
+            # A killed run's lease on GCS lasts until it expires (nothing dies with a
+            # process there): short here, and waited out after the kill.
+            env={**os.environ, "STORAGE_EMULATOR_HOST": proxy.url,
+                 "IMAGENET2012_CLI_LEASE_SECONDS": str(KILLED_LEASE_SECONDS)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -117,6 +122,7 @@ def _convert_until_stalled(manual_dir: str, data_dir: str, stall_on: str) -> Non
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             proc.stderr.close()
+    time.sleep(KILLED_LEASE_SECONDS + 0.5)
 
 
 def test_killed_conversions_leave_no_marker_and_the_next_run_publishes(

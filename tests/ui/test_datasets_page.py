@@ -255,33 +255,24 @@ def test_nav_page_lists_the_version(airflow_ui, browser, triggered, screenshots)
 
 # --- the report, and which files are served -----------------------------------------------
 
-def _write_report(vdir: str, listed: bool) -> None:
-    """What the report step adds to a version: report.png and report.html beside the
-    shards, listed in the marker (or, with listed=False, on disk but not in the marker)."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (480, 200), "white")
-    ImageDraw.Draw(image).rectangle([20, 20, 460, 180], outline="navy", width=6)
-    image.save(os.path.join(vdir, "report.png"))
-    with open(os.path.join(vdir, "report.html"), "w") as f:
-        f.write("<html><body><h1>ImageNet report</h1><img src='report.png'>"
-                "<script>document.title='script ran'</script></body></html>")
-    if listed:
-        publish.write_completion_marker(vdir, publish.completion_record(vdir))
-
-
 def test_only_files_the_marker_lists_are_served(airflow_ui, browser, triggered):
     run_id, vdir = triggered
     files = f"{airflow_ui.base}{PLUGIN}/events/{event_id(airflow_ui, run_id)}/files"
-    listed = publish.read_completion_marker(vdir)["files"]
-    if "report.png" not in listed:
-        _write_report(vdir, listed=False)
+    marker = publish.read_completion_marker(vdir)
+    listed = marker["files"]
+    assert "report.png" in listed and "report.html" in listed  # the publication wrote them
+    # On disk but not in the marker: not served, and the page says "no report".
+    unlisted = {**marker, "files": {k: v for k, v in listed.items() if k != "report.png"}}
+    publish.write_completion_marker(vdir, unlisted)
+    try:
         assert airflow_ui.http.get(f"{files}/report.png", timeout=10).status_code == 404
         open_plugin_frame(
             browser, f"{airflow_ui.base}/dags/{DAG_ID}/runs/{run_id}/plugin/imagenet-dataset",
             ".lineage-examples")
         assert by_css(browser, "#no-report")
         browser.switch_to.default_content()
+    finally:
+        publish.write_completion_marker(vdir, marker)
     resp = airflow_ui.http.get(f"{files}/lineage.json", timeout=10)
     assert resp.status_code == 200 and resp.json()["airflow"]["run_id"] == run_id
     shard = lineage(vdir)["splits"]["train"]["shards"][0]["file"]
@@ -302,8 +293,7 @@ def test_only_files_the_marker_lists_are_served(airflow_ui, browser, triggered):
 
 def test_report_is_shown_when_the_version_has_one(airflow_ui, browser, triggered, screenshots):
     run_id, vdir = triggered
-    if "report.png" not in publish.read_completion_marker(vdir)["files"]:
-        _write_report(vdir, listed=True)
+    assert "report.png" in publish.read_completion_marker(vdir)["files"]
     open_plugin_frame(
         browser, f"{airflow_ui.base}/dags/{DAG_ID}/runs/{run_id}/plugin/imagenet-dataset",
         "#report-image")
@@ -318,12 +308,16 @@ def test_report_is_shown_when_the_version_has_one(airflow_ui, browser, triggered
     browser.switch_to.frame(by_css(browser, "iframe")[0])
     href = by_css(browser, "#report-html")[0].get_attribute("href")
     browser.switch_to.default_content()
+    title = "imagenet2012 5.1.0 report"  # report.py's page, as the publication wrote it
     resp = airflow_ui.http.get(href, timeout=10)
-    assert resp.status_code == 200 and "ImageNet report" in resp.text
+    assert resp.status_code == 200 and f"<title>{title}</title>" in resp.text
     assert "script-src" not in resp.headers["Content-Security-Policy"]  # default-src 'none'
     browser.get(href)
-    wait_for("the HTML report", lambda: "ImageNet report" in browser.page_source)
-    assert browser.title != "script ran"
+    wait_for("the HTML report", lambda: browser.title == title)
+    # Its images are inline (data: URIs), so they load under the page's policy too.
+    images = by_css(browser, "img")
+    assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0
+                          for i in images)
     print(f"screenshots: {screenshots}  (docs: {os.path.join(ROOT, 'docs')})")
 
 
