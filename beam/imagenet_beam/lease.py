@@ -113,6 +113,9 @@ class Lease:
             "process_bound": self.process_bound,
             "taken": getattr(self, "_taken", now),
             "expires": now + self.ttl,
+            # The folder the lease made for itself, removed with it when empty at the end
+            # (by whichever task of a DAG run releases it).
+            "made_dir": getattr(self, "_made_dir", None),
         }
 
     # --- local: flock ---------------------------------------------------------------------
@@ -184,6 +187,7 @@ class Lease:
                 raise _held_error(record, self.path)
             if record and record.get("run_id") == self.run_id:
                 self._taken = record.get("taken", time.time())
+                self._made_dir = record.get("made_dir") or getattr(self, "_made_dir", None)
             _write_fd(fd, self._record())
         except BaseException:
             self._close(fd)
@@ -215,6 +219,7 @@ class Lease:
         fd = self._open_locked(_LOCK_WAIT_SECONDS)
         record = _read_fd(fd)
         if not record or record.get("run_id") == self.run_id:
+            self._made_dir = (record or {}).get("made_dir") or getattr(self, "_made_dir", None)
             self._remove_locked(fd)
         else:
             self._close(fd)
