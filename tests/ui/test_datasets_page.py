@@ -262,10 +262,12 @@ def test_only_files_the_marker_lists_are_served(airflow_ui, browser, triggered):
     listed = marker["files"]
     assert "report.png" in listed and "report.html" in listed  # the publication wrote them
     # On disk but not in the marker: not served, and the page says "no report".
-    unlisted = {**marker, "files": {k: v for k, v in listed.items() if k != "report.png"}}
+    report = ("report.png", "report.html")
+    unlisted = {**marker, "files": {k: v for k, v in listed.items() if k not in report}}
     publish.write_completion_marker(vdir, unlisted)
     try:
-        assert airflow_ui.http.get(f"{files}/report.png", timeout=10).status_code == 404
+        for name in report:
+            assert airflow_ui.http.get(f"{files}/{name}", timeout=10).status_code == 404
         open_plugin_frame(
             browser, f"{airflow_ui.base}/dags/{DAG_ID}/runs/{run_id}/plugin/imagenet-dataset",
             ".lineage-examples")
