@@ -383,9 +383,9 @@ def size_text(num_bytes: float) -> str:
 
 def check_space(settings: Settings, inputs: Inputs) -> None:
     """Refuses, before the archives are read, a local output place with less free space
-    than the conversion needs: about the archives' size (shards hold the same JPEG bytes),
-    with the merged test tar too when there is a patch to merge. Not for gs://, nor when
-    images are resized (the output is then smaller by an unknown amount)."""
+    than the conversion needs: about the archives' size (shards hold the same JPEG bytes; a
+    merged test tar takes about what the test tar and its patch do). Not for gs://, nor
+    when images are resized (the output is then smaller by an unknown amount)."""
     where = staging_dir(settings)
     if storage.is_remote(where) or settings.resize:
         return
