@@ -102,6 +102,10 @@ class Lease:
         self.lost: str | None = None  # why the lease is no longer ours, once it is not
         self._fd: int | None = None  # local: the locked file while process-bound
         self._generation: int | None = None  # GCS: the record's generation we wrote
+        self._taken: float | None = None  # when the run took it (kept across its tasks)
+        # The folder the lease made for itself (local), removed with it when empty at the
+        # end, by whichever task of a DAG run releases it.
+        self._made_dir: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -111,12 +115,17 @@ class Lease:
             "run_id": self.run_id,
             "owner": _owner(),
             "process_bound": self.process_bound,
-            "taken": getattr(self, "_taken", now),
+            "taken": self._taken or now,
             "expires": now + self.ttl,
-            # The folder the lease made for itself, removed with it when empty at the end
-            # (by whichever task of a DAG run releases it).
-            "made_dir": getattr(self, "_made_dir", None),
+            "made_dir": self._made_dir,
         }
+
+    def _adopt(self, record: dict[str, Any] | None) -> None:
+        """Carries on what this run's record says (an earlier task of the same run wrote
+        it): when the lease was taken, and the folder it made."""
+        if record and record.get("run_id") == self.run_id:
+            self._taken = record.get("taken") or self._taken
+            self._made_dir = record.get("made_dir") or self._made_dir
 
     # --- local: flock ---------------------------------------------------------------------
 
@@ -167,10 +176,9 @@ class Lease:
         nothing else is in it), then lets go of the lock."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        made = getattr(self, "_made_dir", None)
-        if made:
+        if self._made_dir:
             with contextlib.suppress(OSError):
-                os.rmdir(made)  # only when empty
+                os.rmdir(self._made_dir)  # only when empty
         self._close(fd)
 
     def _close(self, fd: int) -> None:
@@ -185,9 +193,7 @@ class Lease:
             record = _read_fd(fd)
             if _keeps_out(record, self.run_id, locked=True):
                 raise _held_error(record, self.path)
-            if record and record.get("run_id") == self.run_id:
-                self._taken = record.get("taken", time.time())
-                self._made_dir = record.get("made_dir") or getattr(self, "_made_dir", None)
+            self._adopt(record)
             _write_fd(fd, self._record())
         except BaseException:
             self._close(fd)
@@ -219,7 +225,7 @@ class Lease:
         fd = self._open_locked(_LOCK_WAIT_SECONDS)
         record = _read_fd(fd)
         if not record or record.get("run_id") == self.run_id:
-            self._made_dir = (record or {}).get("made_dir") or getattr(self, "_made_dir", None)
+            self._adopt(record)
             self._remove_locked(fd)
         else:
             self._close(fd)
@@ -227,11 +233,7 @@ class Lease:
     # --- GCS: generation preconditions -----------------------------------------------------
 
     def _blob(self):
-        from apache_beam.io.gcp.gcsio import parse_gcs_path
-
-        storage.use_gcs_emulator_if_set()
-        bucket, name = parse_gcs_path(self.path)
-        return storage._gcsio().client.bucket(bucket).blob(name)
+        return storage.gcs_blob(self.path)
 
     def _write_gcs(self, generation: int) -> bool:
         """Writes our record where the object's generation is `generation` (0: none);
@@ -268,19 +270,13 @@ class Lease:
             return None, generation
 
     def _acquire_gcs(self) -> None:
-        from google.api_core.exceptions import NotFound, PreconditionFailed
-
         for _ in range(20):  # each pass loses only to a writer that got in between
             if self._write_gcs(0):
                 return
-            try:
-                record, generation = self._current_gcs()
-            except (NotFound, PreconditionFailed):
-                continue
+            record, generation = self._current_gcs()  # (None, 0): deleted meanwhile
             if _keeps_out(record, self.run_id, locked=False):
                 raise _held_error(record, self.path)
-            if record and record.get("run_id") == self.run_id:
-                self._taken = record.get("taken", time.time())
+            self._adopt(record)
             if generation and self._write_gcs(generation):
                 return
         raise LeaseHeld(f"could not take {self.path}: other conversions keep writing it")

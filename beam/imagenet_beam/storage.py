@@ -67,14 +67,20 @@ def identity(path: str) -> dict:
         st = os.stat(path)
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
                 "inode": st.st_ino, "device": st.st_dev}
+    blob = gcs_blob(path)
+    blob = blob.bucket.get_blob(blob.name)
+    if blob is None:
+        raise FileNotFoundError(path)
+    return {"size": blob.size, "generation": blob.generation}
+
+
+def gcs_blob(path: str):
+    """The google-cloud-storage Blob of a gs:// path (not fetched), on Beam's client."""
     _remote_ready(path)
     from apache_beam.io.gcp.gcsio import parse_gcs_path
 
     bucket, name = parse_gcs_path(path)
-    blob = _gcsio().client.bucket(bucket).get_blob(name)
-    if blob is None:
-        raise FileNotFoundError(path)
-    return {"size": blob.size, "generation": blob.generation}
+    return _gcsio().client.bucket(bucket).blob(name)
 
 
 def last_updated(path: str) -> float:
@@ -145,13 +151,9 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
                 f.seek(offset)
                 yield f.read(length)
         return
-    _remote_ready(path)
     from concurrent.futures import ThreadPoolExecutor
 
-    from apache_beam.io.gcp.gcsio import parse_gcs_path
-
-    bucket_name, blob_name = parse_gcs_path(path)
-    blob = _gcsio().client.bucket(bucket_name).blob(blob_name)
+    blob = gcs_blob(path)
 
     def fetch(request: tuple[int, int, list[int]]) -> bytes:
         from google.api_core.exceptions import RequestRangeNotSatisfiable
