@@ -157,41 +157,54 @@ def release_lease(settings: Settings, run_id: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """What each requested split is converted from, in one input layout."""
+    """What each requested split is converted from, each in its input layout."""
 
-    source: str
     manual_dir: str
     splits: dict[str, SplitInput]
 
     @property
     def paths(self) -> list[str]:
-        """Every file the run reads, once each: what the archive checks cover."""
+        """Every archive the run reads, once each: what the archive checks cover."""
         return sorted({p for split_input in self.splits.values() for p in split_input.paths})
+
+    @property
+    def layouts(self) -> dict[str, str]:
+        """split → the name of its input layout."""
+        return {split: s.layout for split, s in self.splits.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source,
             "manual_dir": self.manual_dir,
             "splits": {split: s.to_dict() for split, s in self.splits.items()},
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Inputs:
-        splits = {split: SplitInput(**s) for split, s in d["splits"].items()}
-        return cls(d["source"], d["manual_dir"], splits)
+        splits = {split: SplitInput.from_dict(s) for split, s in d["splits"].items()}
+        return cls(d["manual_dir"], splits)
 
 
 def look_for_inputs(settings: Settings) -> tuple[Inputs, str | None]:
-    """(what was found, None) when every requested split's files are there, else (what
-    was found, a message listing everything missing with the download instructions)."""
-    source = sources.get()
-    found, missing = source.find(
-        settings.manual_dir, settings.splits, settings.test_patch, settings.test_archive
+    """(what was found, None) when every requested split's input is there, else (what
+    was found, a message listing everything missing with the instructions of the layouts
+    manual_dir looks like). Each split is looked for in every layout (or in `layout`);
+    one split in two layouts is refused."""
+    try:
+        found, missing = sources.find(
+            settings.manual_dir, settings.splits, layout=settings.layout,
+            test_patch=settings.test_patch, test_archive=settings.test_archive,
+        )
+    except ValueError as e:  # sources.LayoutError, a tree that cannot be a split
+        raise ConvertError(str(e)) from None
+    return Inputs(settings.manual_dir, found), missing
+
+
+def found_text(inputs: Inputs) -> str:
+    """What was found, for a log line: `train: imagefolder …/train`."""
+    return "; ".join(
+        f"{split}: {sources.get(s.layout).title} ({', '.join(s.paths) or s.archive})"
+        for split, s in inputs.splits.items()
     )
-    inputs = Inputs(source.name, settings.manual_dir, found)
-    if not missing:
-        return inputs, None
-    return inputs, source.missing_message(settings.manual_dir, missing)
 
 
 def find_inputs(settings: Settings) -> Inputs:
@@ -207,17 +220,28 @@ def find_inputs(settings: Settings) -> Inputs:
 def check_archives(settings: Settings, inputs: Inputs) -> list[ArchiveCheck]:
     """Size, sha256 (against the published values when `verify_checksums`) and
     readability to the end of every archive; cached by path, size and modification time,
-    so a re-run does not read 155 GB again."""
+    so a re-run does not read 155 GB again. An extracted folder is counted and every file
+    hashed instead (`sources.tree`), cached the same way. All failures in one error."""
     from imagenet_beam.sources import archive_checks
 
+    cache_dir = OutputLayout(settings.data_dir).archive_checks_dir
+    checks: list[ArchiveCheck] = []
+    problems: list[str] = []
     try:
-        return archive_checks.check_archives(
-            inputs.paths,
-            verify_checksum=settings.verify_checksums,
-            cache_dir=OutputLayout(settings.data_dir).archive_checks_dir,
+        checks += archive_checks.check_archives(
+            inputs.paths, verify_checksum=settings.verify_checksums, cache_dir=cache_dir
         )
     except archive_checks.ArchiveCheckError as e:
-        raise ConvertError(str(e)) from None
+        problems.append(str(e))
+    for split_input in inputs.splits.values():
+        source = sources.get(split_input.layout).configured(settings)
+        try:
+            checks += source.check(split_input, settings, cache_dir)
+        except archive_checks.ArchiveCheckError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConvertError("\n".join(problems))
+    return checks
 
 
 # --- merge the test patch --------------------------------------------------------------
@@ -242,12 +266,14 @@ def merge_test_patch(settings: Settings, inputs: Inputs) -> dict[str, Any] | Non
     return report.to_dict()
 
 
-def conversion_inputs(inputs: Inputs, merged: Mapping[str, Any] | None) -> dict[str, str]:
-    """split → the path its Beam job reads (the merged test tar in place of the 2012 one)."""
-    paths = {split: s.archive for split, s in inputs.splits.items()}
+def conversion_inputs(
+    inputs: Inputs, merged: Mapping[str, Any] | None
+) -> dict[str, SplitInput]:
+    """split → what its Beam job reads (the merged test tar in place of the 2012 one)."""
+    converted = dict(inputs.splits)
     if merged:
-        paths[dataset.TEST] = merged["output"]
-    return paths
+        converted[dataset.TEST] = SplitInput(dataset.TEST, merged["output"])
+    return converted
 
 
 # --- up to date? -----------------------------------------------------------------------
@@ -363,7 +389,9 @@ def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None
         return
     full = [p for p in problems if p.no_space]
     if full:
-        needed = sum(r["input"]["size"] for r in _staged_records(staged) if r["split"] in splits)
+        needed = sum(
+            r["input"]["size"] or 0 for r in _staged_records(staged) if r["split"] in splits
+        )
         raise ConvertError(
             f"{full[0]} (this conversion needs about {size_text(needed)} free in "
             f"{staged.staging_dir}'s file system)"
@@ -381,6 +409,14 @@ def size_text(num_bytes: float) -> str:
     raise AssertionError
 
 
+def input_size(split_input: SplitInput) -> int:
+    """The bytes a split is converted from: its archives, or an extracted folder's files
+    (the whole folder: one listing per class folder)."""
+    if split_input.paths:
+        return sum(storage.size(p) for p in split_input.paths)
+    return sources.get(split_input.layout).input_size(split_input)
+
+
 def check_space(settings: Settings, inputs: Inputs) -> None:
     """Refuses, before the archives are read, a local output place with less free space
     than the conversion needs: about the archives' size (shards hold the same JPEG bytes; a
@@ -389,7 +425,7 @@ def check_space(settings: Settings, inputs: Inputs) -> None:
     where = staging_dir(settings)
     if storage.is_remote(where) or settings.resize:
         return
-    needed = sum(storage.size(p) for p in inputs.paths)
+    needed = sum(input_size(s) for s in inputs.splits.values())
     existing = where
     while not os.path.exists(existing):
         existing = os.path.dirname(existing) or "."
@@ -413,12 +449,12 @@ def _check_results(results, splits: Sequence[str]) -> None:
 
 
 def stage(
-    settings: Settings, paths: Mapping[str, str], beam_args: Sequence[str] = ()
+    settings: Settings, converted: Mapping[str, SplitInput], beam_args: Sequence[str] = ()
 ) -> str:
     """Runs the Beam job for the requested splits into the staging directory, replacing
     those splits' earlier attempts there. Nothing is visible until `publish`.
 
-    paths: split → what it is read from (`conversion_inputs`); beam_args: Beam's own
+    converted: split → what it is read from (`conversion_inputs`); beam_args: Beam's own
     pipeline options (runner, workers, Dataflow's project...). Returns the staging dir.
     """
     import apache_beam as beam
@@ -441,10 +477,15 @@ def stage(
     if not storage.is_remote(staged.staging_dir):  # room for the error records of a full disk
         storage.write_bytes(staged.space_reserve, bytes(SPACE_RESERVE_BYTES))
     runner = options.view_as(StandardOptions).runner
-    for split, path in paths.items():
+    paths = {split: s.archive for split, s in converted.items()}
+    for split, split_input in converted.items():
         record = {
             "split": split,
-            "input": {"path": path, "size": storage.size(path)},
+            "input": {
+                "path": split_input.archive,
+                "layout": split_input.layout,
+                "size": sum(storage.size(p) for p in split_input.paths) or None,
+            },
             "settings": settings.lineage(),
             "runner": runner,
             "run_id": settings.run_id,
@@ -455,7 +496,12 @@ def stage(
     log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
     with progress.reporting(staged, list(paths), enabled=not no_wait):
         with beam.Pipeline(options=options) as p:
-            pipeline.build_pipeline(p, sources.get(), sorted(paths.items()), settings, staged)
+            by_split = {
+                split: sources.get(s.layout).configured(settings) for split, s in converted.items()
+            }
+            pipeline.build_pipeline(
+                p, sources.BySplit(by_split), sorted(paths.items()), settings, staged
+            )
     _raise_recorded_errors(staged, list(paths))
     if no_wait:
         # Submitted (a Dataflow job under Airflow: the convert task follows the job, not

@@ -21,6 +21,8 @@ from imagenet_beam import dataset
 TFRECORD = "tfrecord"
 ARRAY_RECORD = "array_record"
 FILE_FORMATS = (TFRECORD, ARRAY_RECORD)  # each is one class in formats/
+# The input layouts, each one module in sources/ (its `SOURCES` table has these names).
+LAYOUTS = ("tarballs", "imagefolder", "kaggle", "huggingface")
 ON_CORRUPT_FAIL = "fail"
 ON_CORRUPT_SKIP = "skip"
 ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
@@ -112,7 +114,7 @@ class Setting:
                 uniqueItems=True, examples=list(dataset.SPLITS),
             )
         if self.choices:
-            schema["enum"] = list(self.choices)
+            schema["enum"] = list(self.choices) + ([None] if self.nullable else [])
         if self.pattern:
             schema["pattern"] = self.pattern
         if self.minimum is not None:
@@ -149,8 +151,9 @@ def _splits(value: Any, flag: str) -> list[str]:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "manual_dir", "str", None, "Manual directory",
-        "Folder (local path or gs://bucket/prefix) holding the archives downloaded from "
-        "image-net.org.",
+        "Folder (local path or gs://bucket/prefix) holding ImageNet: the archives downloaded "
+        "from image-net.org, extracted train/ val/ test/ folders, the Kaggle copy or the "
+        "Hugging Face archives (see layout).",
         section=INPUT, required=True,
     ),
     Setting(
@@ -186,9 +189,32 @@ SETTINGS: tuple[Setting, ...] = (
         section=INPUT, nullable=True, in_form=False, in_lineage=False,  # inputs has it
     ),
     Setting(
+        "layout", "str", None, "Input layout",
+        "How manual_dir holds ImageNet: tarballs (the archives from image-net.org), "
+        "imagefolder (extracted train/, val/ or validation/, test/ folders), kaggle (the "
+        "Kaggle ImageNet Object Localization Challenge copy, extracted or as its .tar.gz), "
+        "huggingface (the imagenet-1k train_images_*.tar.gz, val_images.tar.gz, "
+        "test_images.tar.gz). Empty: recognised from what is there, split by split. Every "
+        "layout gives the same shards.",
+        # Not part of the fingerprint: the inputs' checks are, and every layout of the
+        # same images gives the same output.
+        section=INPUT, choices=LAYOUTS, nullable=True,
+    ),
+    Setting(
+        "trust_layout_labels", "bool", False, "Trust the layout's validation labels",
+        "Where the layout labels a validation image itself (its class folder, Kaggle's "
+        "LOC_val_solution.csv, Hugging Face's wnid suffix) and that label differs from "
+        "TFDS's: take the layout's and list the image in lineage.json. Off: such an image "
+        "fails the run, naming it and both labels.",
+        section=INPUT, shapes_output=True,
+    ),
+    Setting(
         "verify_checksums", "bool", True, "Verify checksums",
         "Compare archive sizes and sha256 with the values image-net.org publishes (every "
-        "archive is read to its end either way). Turn off for subsets, custom or generated data.",
+        "archive is read to its end either way); for extracted folders, which have no "
+        "published checksum, check full ILSVRC 2012's counts (split totals, 732 to 1,300 "
+        "train and 50 validation images a class). Turn off for subsets, custom or generated "
+        "data.",
         section=INPUT,
     ),
     Setting(

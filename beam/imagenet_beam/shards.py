@@ -103,17 +103,14 @@ def encode_shard(
     """The shard's serialized examples in key order, one at a time, each in the three
     pieces of `tfds_schema.example_parts`.
 
-    Members are read in offset order first (sequential reads), then encoded in key order;
+    Members are read first, as the layout reads them best (an archive's in offset order,
+    extracted files in parallel), then encoded in key order;
     each member's bytes are dropped as its record is yielded, so a shard is held in memory
     about once, not twice.
     """
-    by_archive: dict[str, list[MemberRef]] = {}
-    for ref in spec.members:
-        by_archive.setdefault(ref.archive, []).append(ref)
     contents: dict[tuple[str, int], bytes] = {}
-    for archive, refs in by_archive.items():
-        for ref, data in source.read_members(archive, refs):
-            contents[(ref.archive, ref.offset)] = data
+    for ref, data in source.read_shard(spec.members):
+        contents[(ref.archive, ref.offset)] = data
 
     resize = images.Resize.parse(settings.resize)
     written = 0

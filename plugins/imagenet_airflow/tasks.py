@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -114,7 +115,7 @@ def merge_test_patch(params: Mapping, verified: Mapping, run_id: str) -> dict | 
 
 
 def conversion_jobs(
-    params: Mapping, paths: Mapping[str, str], staging_dir: str, run_id: str | None = None
+    params: Mapping, paths: Mapping[str, Any], staging_dir: str, run_id: str | None = None
 ) -> list[dict]:
     """The Beam pipeline options of one conversion per split: the settings as the launcher
     takes them (`Settings.to_flags`), plus the runner's own options.
@@ -127,7 +128,12 @@ def conversion_jobs(
     for split in conversion.splits:
         job = conversion.replace(
             splits=[split], stage_only=True, staging_dir=staging_dir, run_id=run_id,
-            test_archive=paths.get(split) if split == "test" else None,
+            # the test split's tar is named (it may be the merged one); folders are found
+            test_archive=(
+                paths[split].archive
+                if split == "test" and split in paths and paths[split].layout == "tarballs"
+                else None
+            ),
         )
         options: dict = dict(flag[2:].split("=", 1) for flag in job.to_flags())
         options.update(dataflow_launch.execution_options(params, split, run_id))

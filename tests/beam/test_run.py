@@ -137,6 +137,7 @@ OTHER_VALUE = {
     "resize": "shorter:256",
     "max_pixels": 1000,
     "patch_additions": True,
+    "trust_layout_labels": True,
 }
 
 

@@ -102,6 +102,13 @@ def _merge_report(merged_archive: str) -> dict | None:
 
 class TarballSource(Source):
     name = "tarballs"
+    title = "the tarballs from image-net.org"
+    instructions = dataset.DOWNLOAD_INSTRUCTIONS
+
+    def present(self, manual_dir: str) -> bool:
+        names = (dataset.TRAIN_ARCHIVE, dataset.VALIDATION_ARCHIVE,
+                 *dataset.test_archive_candidates())
+        return any(storage.exists(storage.join(manual_dir, n)) for n in names)
 
     def origin(self, ref: MemberRef) -> str:
         """For the merged test tar (our copy): the patch for the images it replaced or
