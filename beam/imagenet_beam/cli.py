@@ -35,7 +35,9 @@ commands:
   report    VERSION_DIR [--output=DIR]: write report.html and report.png (samples, class
             histogram, sizes, fixed/skipped images, archives) for a published version,
             ours or TFDS's own build; every conversion writes one
-  generate  write a small ImageNet-shaped manual dir (`generate --help`)
+  generate  write a small ImageNet-shaped manual dir: image-net.org's tarballs, or with
+            --layout=imagefolder|kaggle|kaggle-packed|huggingface another copy's layout
+            (`generate --help`)
 """
 
 DEBUG_FLAG = "--debug"

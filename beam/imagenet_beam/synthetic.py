@@ -529,7 +529,10 @@ def _size(value: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: write a synthetic manual dir and print one summary line per tar."""
+    """Command line: write a synthetic manual dir and print one summary line per tar
+    (with --layout: per split)."""
+    from imagenet_beam import synthetic_layouts
+
     parser = argparse.ArgumentParser(
         prog="python -m imagenet_beam.synthetic", description=__doc__.split("\n\n")[0]
     )
@@ -558,11 +561,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--splits", default=",".join(SPLITS))
     parser.add_argument("--image_size", type=_size, default=(64, 48), help="WIDTHxHEIGHT")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layout",
+        choices=synthetic_layouts.CLI_LAYOUTS,
+        default=synthetic_layouts.TARBALLS,
+        help="write the images as image-net.org's tarballs (default) or as another copy "
+        "people hold: an extracted ImageFolder, Kaggle's (extracted or packed), Hugging Face's",
+    )
+    layout_flags = {
+        "val_class_folders": "imagefolder: validation in <wnid>/ folders, as valprep.sh leaves it",
+        "train_tars": "imagefolder: train as the class tars train/<wnid>.tar",
+        "strays": "add .DS_Store, Thumbs.db, __MACOSX/._* and readme.txt files",
+    }
+    for flag, text in layout_flags.items():
+        parser.add_argument(f"--{flag}", action="store_true", help=text)
     args = parser.parse_args(argv)
+    variant = {flag: True for flag in layout_flags if getattr(args, flag)}
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
     try:
-        generated = generate_manual_dir(
-            args.manual_dir,
+        options = dict(
             num_classes=args.num_classes,
             train_per_class=args.train_per_class,
             num_validation=args.num_validation,
@@ -576,9 +593,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_size=args.image_size,
             seed=args.seed,
         )
+        if args.layout == synthetic_layouts.TARBALLS and not variant:
+            lines = summary_lines(generate_manual_dir(args.manual_dir, **options))
+        else:
+            lines = synthetic_layouts.generate_in_layout(
+                args.manual_dir, args.layout, options, **variant
+            )
     except ValueError as e:
         parser.error(str(e))
-    for line in summary_lines(generated):
+    for line in lines:
         print(line)
     return 0
 
