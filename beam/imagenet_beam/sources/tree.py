@@ -228,9 +228,10 @@ class TreeSource(Source, abc.ABC):
         return f"its class folder {folder.path}"
 
     def _members(
-        self, split: str, folder: Folder
+        self, split: str, folder: Folder, labelled: bool = True
     ) -> tuple[list[MemberRef], list[str], list, dict[str, int]]:
-        """(images, stray files, label notes, each file's version) of one work item."""
+        """(images, stray files, label notes, each file's version) of one work item
+        (not labelled: every label -1, for sizes alone)."""
         refs, strays, notes, versions = [], [], [], {}
         if folder.kind == "tar":
             with storage.open_read(folder.path) as f:
@@ -240,7 +241,7 @@ class TreeSource(Source, abc.ABC):
                 if is_stray(name) or e.name.split("/", 1)[0] in STRAY_FOLDERS:
                     strays.append(f"{storage.basename(folder.path)}:{e.name}")
                     continue
-                label, _ = self._label(split, name, folder)
+                label, _ = self._label(split, name, folder) if labelled else (-1, None)
                 refs.append(MemberRef(split, folder.path, e.offset, e.size, e.name, label))
             return refs, strays, notes, versions
         files, dirs = storage.list_dir(folder.path)
@@ -256,7 +257,7 @@ class TreeSource(Source, abc.ABC):
             if is_stray(f.name):
                 strays.append(f.name)
                 continue
-            label, note = self._label(split, f.name, folder)
+            label, note = self._label(split, f.name, folder) if labelled else (-1, None)
             if note:
                 notes.append(note)
             path = storage.join(folder.path, f.name)
@@ -288,10 +289,15 @@ class TreeSource(Source, abc.ABC):
     # --- check -----------------------------------------------------------------------
 
     def input_size(self, split_input: SplitInput) -> int:
-        items, _ = self.folders(split_input.split, split_input.archive)
-        with ThreadPoolExecutor(_PARALLEL) as pool:
-            walked = pool.map(lambda folder: self._members(split_input.split, folder), items)
-            return sum(ref.size for refs, *_ in walked for ref in refs)
+        """The images' bytes; 0 for a tree that is no split (the check says why)."""
+        split = split_input.split
+        try:
+            items, _ = self.folders(split, split_input.archive)
+            with ThreadPoolExecutor(_PARALLEL) as pool:
+                walked = list(pool.map(lambda f: self._members(split, f, False), items))
+        except (ArchiveError, OSError):
+            return 0
+        return sum(ref.size for refs, *_ in walked for ref in refs)
 
     def check(self, split_input: SplitInput, settings: Any, cache_dir: str) -> list[Any]:
         return [check_tree(self.configured(settings), split_input, settings, cache_dir)]
@@ -344,10 +350,10 @@ def check_tree(
     except (ArchiveError, LabelMismatch, ValueError) as e:
         raise ArchiveCheckError(str(e), {root: str(e)}) from None
     refs = [r for _, mine, _, _, _ in walked for r in mine]
-    strays = sorted(strays + [
+    strays = sorted(set(strays) | {  # a flat folder's own strays are met twice
         _relative(root, storage.join(folder.path, s)) if folder.kind == "folder" else s
         for folder, _, found, _, _ in walked for s in found
-    ])
+    })
     notes = sorted((n for *_, mine, _ in walked for n in mine), key=lambda n: n["file_name"])
     if not refs:
         message = f"{root} holds no images for the {split} split"
