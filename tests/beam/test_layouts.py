@@ -144,3 +144,26 @@ def test_a_rerun_does_not_hash_the_tree_again(images, tmp_path):
     third = convert(tmp_path / "in", tmp_path / "out", "--splits=test", "--overwrite", "--debug")
     assert f"hashing 1 of {count} files" in third.stdout + third.stderr
     assert "up to date" not in third.stdout
+
+
+def test_the_kaggle_copy_gives_the_tarballs_shards(images, from_tarballs, tmp_path):
+    synthetic_layouts.write_layout(images, "kaggle", str(tmp_path / "in"), strays=True)
+    convert(tmp_path / "in", tmp_path / "out", "--num_shards=2")
+    assert _shards(tmp_path / "out") == from_tarballs
+    trees = {a["name"]: a for a in _lineage(tmp_path / "out")["archives"]}
+    assert set(trees) == {f"kaggle:{s}" for s in SPLITS}
+    assert all(t["ignored"] for t in trees.values())
+
+
+def test_a_kaggle_solution_that_disagrees_names_the_image_and_both_labels(images, tmp_path):
+    synthetic_layouts.write_layout(images, "kaggle", str(tmp_path / "in"), splits=["validation"])
+    solution = tmp_path / "in" / "LOC_val_solution.csv"
+    rows = solution.read_text().splitlines()
+    image, boxes = rows[1].split(",", 1)
+    wnid = boxes.split()[0]
+    other = next(w for w in dataset.class_names() if w != wnid)
+    solution.write_text("\n".join([rows[0], f"{image},{boxes.replace(wnid, other)}", *rows[2:]]))
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=validation", check=False)
+    assert proc.returncode != 0
+    assert f"{image}.JPEG is {other} in" in proc.stderr and wnid in proc.stderr, proc.stderr
+    assert "LOC_val_solution.csv" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 
 from imagenet_beam.sources.base import BySplit, MemberRef, Source, SplitInput, WorkItem
 from imagenet_beam.sources.imagefolder import ImageFolderSource
+from imagenet_beam.sources.kaggle import KaggleSource
 from imagenet_beam.sources.tarballs import TarballSource
 
-SOURCES: dict[str, Source] = {s.name: s for s in (TarballSource(), ImageFolderSource())}
+SOURCES: dict[str, Source] = {
+    s.name: s for s in (TarballSource(), ImageFolderSource(), KaggleSource())
+}
 DEFAULT = TarballSource.name
 
 
