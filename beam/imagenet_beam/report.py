@@ -659,15 +659,29 @@ def render_html(view: VersionView, charts: dict[str, bytes]) -> str:
     parts.append(f"<h2>Archives: {len(view.archives)}</h2>")
     if view.archives:
         parts.append("<table><tr><th>name</th><th>bytes</th><th>sha256</th><th>md5</th>"
-                     "<th>matches image-net.org's</th></tr>")
+                     "<th>checked against</th></tr>")
+        checked = {"published": "image-net.org's checksum", "counts": "full ILSVRC 2012's counts"}
         for a in view.archives:
+            against = checked.get(a.get("verified_against") or "", "not checked")
             parts.append(
                 f"<tr><td>{e(str(a.get('name')))}</td><td class=\"num\">{a.get('size')}</td>"
                 f"<td><code>{e(str(a.get('sha256')))}</code></td>"
-                f"<td><code>{e(str(a.get('md5')))}</code></td>"
-                f"<td>{'yes' if a.get('verified_against') else 'not checked'}</td></tr>"
+                f"<td><code>{e(str(a.get('md5') or ''))}</code></td>"
+                f"<td>{e(against)}</td></tr>"
             )
         parts.append("</table>")
+        left_out = [(a["name"], p) for a in view.archives for p in a.get("ignored") or ()]
+        relabelled = [(a["name"], n) for a in view.archives
+                      for n in a.get("labels_from_layout") or ()]
+        if left_out:
+            parts.append(f"<p>Left out, as no images of the dataset: {len(left_out)} file(s): "
+                         + e(", ".join(f"{n} {p}" for n, p in left_out[:50]))
+                         + (" …" if len(left_out) > 50 else "") + "</p>")
+        if relabelled:
+            parts.append(f"<p>Labelled by the layout, not TFDS (trust_layout_labels): "
+                         f"{len(relabelled)} image(s): "
+                         + e(", ".join(f"{n['file_name']} {n['layout']} (TFDS: {n['tfds']})"
+                                       for _, n in relabelled[:50])) + "</p>")
     elif view.made_by != "imagenet_beam":
         parts.append("<p>Not recorded: the version has no lineage.json.</p>")
     if view.options:

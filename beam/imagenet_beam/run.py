@@ -654,6 +654,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     check_paths(settings)
     check_runner(settings, beam_args)
     inputs = find_inputs(settings)
+    log.info("found %s", found_text(inputs))
     run_id = settings.run_id or new_run_id()
     with holding_lease(settings.data_dir, run_id, process_bound=True) as lease:
         check_space(settings, inputs)

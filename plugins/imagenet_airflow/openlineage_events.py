@@ -172,7 +172,9 @@ def archive_input(archive: Mapping, *, read_in_this_task: bool):
     if read_in_this_task:
         input_facets["inputStatistics"] = (
             input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
-                size=archive["size"], fileCount=1
+                size=archive["size"],
+                # an extracted folder is read file by file
+                fileCount=archive["num_members"] if archive.get("layout") else 1,
             )
         )
     return InputDataset(

@@ -167,3 +167,39 @@ def test_a_kaggle_solution_that_disagrees_names_the_image_and_both_labels(images
     assert proc.returncode != 0
     assert f"{image}.JPEG is {other} in" in proc.stderr and wnid in proc.stderr, proc.stderr
     assert "LOC_val_solution.csv" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_one_split_in_two_layouts_is_refused_naming_both(images, tmp_path):
+    synthetic_layouts.write_layout(images, "imagefolder", str(tmp_path / "in"),
+                                   splits=["validation"])
+    shutil.copy(os.path.join(images.manual_dir, dataset.VALIDATION_ARCHIVE), tmp_path / "in")
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=validation", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "holds the validation split twice" in proc.stderr, proc.stderr
+    assert dataset.VALIDATION_ARCHIVE in proc.stderr and str(tmp_path / "in" / "val") in proc.stderr
+    # --layout chooses
+    convert(tmp_path / "in", tmp_path / "out", "--splits=validation", "--layout=imagefolder")
+    assert _lineage(tmp_path / "out")["inputs"]["validation"]["layout"] == "imagefolder"
+
+
+def test_a_file_in_a_class_folder_that_is_no_image_follows_on_corrupt(images, tmp_path):
+    synthetic_layouts.write_layout(images, "imagefolder", str(tmp_path / "in"), splits=["train"])
+    folder = sorted((tmp_path / "in" / "train").glob("n*"))[0]
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=train", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "notes.pdf" in proc.stderr and "--on_corrupt=skip" in proc.stderr, proc.stderr
+    assert not os.path.exists(version_dir(tmp_path / "out"))
+    convert(tmp_path / "in", tmp_path / "out", "--splits=train", "--on_corrupt=skip")
+    skipped = _lineage(tmp_path / "out")["skipped_images"]
+    assert [s["file_name"] for s in skipped] == ["notes.pdf"]
+
+
+def test_what_is_missing_is_said_in_the_words_of_the_layout_found(images, tmp_path):
+    synthetic_layouts.write_layout(images, "imagefolder", str(tmp_path / "in"), splits=["train"])
+    proc = convert(tmp_path / "in", tmp_path / "out", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "(an extracted ImageFolder tree)" in proc.stderr, proc.stderr
+    assert "validation: a folder val/ or validation/" in proc.stderr
+    assert "test: a folder test/" in proc.stderr
+    assert "point manual_dir at the folder holding train/" in proc.stderr
