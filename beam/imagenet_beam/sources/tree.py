@@ -187,8 +187,6 @@ class TreeSource(Source, abc.ABC):
                     f"{root} has both images of its own ({files[0].name}, …) and class "
                     f"folders ({dirs[0]}/, …): keep one arrangement"
                 )
-            if split == dataset.TEST and dirs:
-                raise ArchiveError(f"{root}: test images go flat in the folder, not in classes")
             items = [Folder(root, None)]
         elif dirs and split == dataset.TEST:
             raise ArchiveError(
