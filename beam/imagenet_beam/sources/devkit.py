@@ -325,7 +325,8 @@ def parse_meta_mat(data: bytes, where: str) -> tuple[Synset, ...]:
 
     bad = f"{where} is not the devkit's meta.mat"
     try:
-        variables = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(io.BytesIO(data))}
+        listed = scipy.io.whosmat(io.BytesIO(data))
+        variables = {name: (shape, kind) for name, shape, kind in listed}
     except Exception as e:  # scipy raises many kinds for a file that is not a .mat
         raise DevkitError(f"{bad} ({type(e).__name__}: {e}): {WHAT_TO_DO}") from None
     shape, kind = variables.get(SYNSETS_VARIABLE, (None, None))
