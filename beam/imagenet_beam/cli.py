@@ -35,9 +35,16 @@ commands:
   report    VERSION_DIR [--output=DIR]: write report.html and report.png (samples, class
             histogram, sizes, fixed/skipped images, archives) for a published version,
             ours or TFDS's own build; every conversion writes one
+  submission  --predictions=FILE --output=FILE --data_dir=OUT [--split=test|validation]
+            [--devkit=ILSVRC2012_devkit_t12.tar.gz] [--numbering=devkit|tfds]: the test
+            server's file (five 1-indexed class ids per image, in file-number order) from
+            predictions (.csv file_name,p1..p5 / .jsonl / .npz; TFDS labels or wnids)
+  score     FILE --data_dir=OUT --split=validation [--devkit=PATH]: top-1 and top-5 error
+            of a validation submission, to check its numbering before a test submission
+  check-submission  FILE [--data_dir=OUT] [--split=test|validation]: a submission's shape
   generate  write a small ImageNet-shaped manual dir: image-net.org's tarballs, or with
             --layout=imagefolder|kaggle|kaggle-packed|huggingface another copy's layout
-            (`generate --help`)
+            (`generate --help`; --devkit adds ILSVRC2012_devkit_t12.tar.gz)
 """
 
 DEBUG_FLAG = "--debug"
@@ -205,6 +212,58 @@ def verify_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _submission_command(name: str, argv: Sequence[str]) -> int:
+    """submission, score, check-submission (`imagenet_beam.submission`): one `error:` line
+    and DATA_ERROR_EXIT on bad input."""
+    import argparse
+
+    from imagenet_beam import submission
+
+    parser = argparse.ArgumentParser(prog=f"python -m imagenet_beam {name}")
+    if name == "submission":
+        parser.add_argument("--predictions", required=True,
+                            help=".csv (file_name,p1,...,p5), .jsonl or .npz predictions")
+        parser.add_argument("--output", required=True, help="the submission file to write")
+    else:
+        parser.add_argument("file", help="a submission file (five class ids per line)")
+    parser.add_argument("--data_dir", required=name != "check-submission",
+                        help="the TFDS data_dir holding the published version")
+    splits = [dataset.VALIDATION] if name == "score" else list(submission.SUBMISSION_SPLITS)
+    parser.add_argument("--split", choices=splits, default=splits[0])
+    if name != "check-submission":
+        parser.add_argument("--devkit", default=None,
+                            help="ILSVRC2012_devkit_t12.tar.gz (local or gs://)")
+    if name == "submission":
+        parser.add_argument("--numbering", choices=submission.NUMBERINGS, default=None,
+                            help="devkit (ILSVRC2012_ID; the default with --devkit) or tfds "
+                            "(1 + TFDS label), never guessed")
+    args = parser.parse_args(argv)
+    try:
+        if name == "submission":
+            written = submission.make_submission(
+                args.predictions, args.output, args.data_dir, args.split, args.devkit,
+                args.numbering,
+            )
+            print(f"wrote {written.path}: {written.num_lines} lines, one per {written.split} "
+                  f"image in file-number order; {written.described}")
+        elif name == "score":
+            result = submission.score(args.file, args.data_dir, args.split, args.devkit)
+            print(f"scored {result.num_images} {args.split} images against {result.ground_truth}")
+            print(f"top-1 error: {submission.percent(result.top1_error)}")
+            print(f"top-5 error: {submission.percent(result.top5_error)}")
+        else:
+            lines = submission.check_submission(args.file, args.data_dir, args.split)
+            print(f"{args.file}: {lines} lines of five distinct class ids in 1..1000, one per "
+                  f"{args.split} image (which numbering it uses cannot be seen from it: score "
+                  "a validation submission made the same way)")
+    except (DataError, OSError) as e:
+        if _debug:
+            raise
+        print(f"error: {e}", file=_errors or sys.stderr)
+        return DATA_ERROR_EXIT
+    return 0
+
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
@@ -284,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from imagenet_beam import report
 
         return report.main(rest)
+    if command in ("submission", "score", "check-submission"):
+        return _submission_command(command, rest)
     if command == "generate":
         from imagenet_beam import synthetic
 

@@ -575,8 +575,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for flag, text in layout_flags.items():
         parser.add_argument(f"--{flag}", action="store_true", help=text)
+    parser.add_argument(
+        "--devkit", action="store_true",
+        help="also write ILSVRC2012_devkit_t12.tar.gz (tarballs layout): meta.mat in a "
+        "shuffled id order, the validation ground truth, the generated train counts",
+    )
     args = parser.parse_args(argv)
     variant = {flag: True for flag in layout_flags if getattr(args, flag)}
+    if args.devkit and (args.layout != synthetic_layouts.TARBALLS or variant):
+        parser.error("--devkit goes with the tarballs layout (image-net.org's downloads)")
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
     try:
         options = dict(
@@ -594,7 +601,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
         if args.layout == synthetic_layouts.TARBALLS and not variant:
-            lines = summary_lines(generate_manual_dir(args.manual_dir, **options))
+            generated = generate_manual_dir(args.manual_dir, **options)
+            lines = summary_lines(generated)
+            if args.devkit:
+                from imagenet_beam import synthetic_devkit
+
+                kit = synthetic_devkit.write_devkit(
+                    args.manual_dir, seed=args.seed, generated=generated
+                )
+                lines.append(synthetic_devkit.summary_line(kit))
         else:
             lines = synthetic_layouts.generate_in_layout(
                 args.manual_dir, args.layout, options, **variant

@@ -183,3 +183,16 @@ def write_devkit(
     os.replace(tmp, path)
     wnids = devkit_order(seed)
     return GeneratedDevkit(path, wnids, ground_truth_ids(wnids, wrong))
+
+
+def summary_line(kit: GeneratedDevkit) -> str:
+    """What `generate --devkit` prints: the devkit's size, checksum and numbering."""
+    import hashlib
+
+    with open(kit.path, "rb") as f:
+        data = f.read()
+    return (
+        f"{os.path.basename(kit.path)}: {NUM_LEAVES} classes + {NUM_ANCESTORS} ancestors "
+        f"(id 1 = {kit.wnids[0]}), {len(kit.ground_truth):,} validation ids, "
+        f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}"
+    )
