@@ -222,13 +222,16 @@ def _read_npz(data: bytes, path: str) -> list[Prediction]:
 
     try:
         arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        absent = [key for key in (NPZ_FILE_NAMES, NPZ_TOP5) if key not in arrays.files]
+        if absent:
+            raise SubmissionError(
+                f"{path} has no `{absent[0]}` array: an .npz of predictions holds `file_name` "
+                "(N names) and `top5` (N x 5 classes)"
+            )
         names, top5 = arrays[NPZ_FILE_NAMES], arrays[NPZ_TOP5]
-    except KeyError as e:
-        raise SubmissionError(
-            f"{path} has no {e} array: an .npz of predictions holds `file_name` (N names) and "
-            "`top5` (N x 5 classes)"
-        ) from None
-    except ValueError as e:  # not an npz, or object arrays (would need pickle)
+    except SubmissionError:
+        raise
+    except (ValueError, OSError, EOFError) as e:  # not an npz, or object arrays (would need pickle)
         raise SubmissionError(
             f"{path} is not an .npz of plain arrays ({e}): save `file_name` as strings and "
             "`top5` as integers or wnid strings, with numpy.savez"
