@@ -265,3 +265,11 @@ def test_a_gzip_bomb_stops_at_the_unpacked_limit(members, tmp_path, monkeypatch)
     path.write_bytes(_tar_gz(add))
     with pytest.raises(DevkitError, match=r"unpacks to more than 1 MiB"):
         read_devkit(str(path))
+
+
+def test_a_row_shaped_synsets_array_reads_the_same(members, tmp_path):
+    """The reader flattens `synsets` whichever way round it is stored (1860x1 or 1x1860)."""
+    synsets = scipy.io.loadmat(io.BytesIO(members[META]))["synsets"]
+    path = _write(tmp_path, {**members, META: _mat(synsets.T)})
+    kit = read_devkit(path)
+    assert kit.synsets == read_devkit(_write(tmp_path, members, "same.tar.gz")).synsets
