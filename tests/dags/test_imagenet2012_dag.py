@@ -81,7 +81,7 @@ def test_every_task_succeeds(first_run):
     _, run, states = first_run
     assert str(run.state) == "success", states
     expected = {
-        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch",
+        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
         "plan_conversion", "conversion_jobs", "convert[0]", "convert[1]", "convert[2]",
         "publish", "validate_and_record", "release_lease",
     }
