@@ -2,7 +2,8 @@
 ### ImageNet (ILSVRC 2012) → TFDS-compatible shards
 
 Waits for the hand-downloaded tarballs, verifies them, merges the October 2019 test patch,
-converts each requested split with an Apache Beam pipeline, publishes
+unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once, converts each requested
+split with an Apache Beam pipeline, publishes
 `DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
 records per split its example count and checksums as an Asset event.
 
@@ -174,6 +175,13 @@ def imagenet2012():
         return tasks.merge_test_patch(params, verified, dag_run.run_id)
 
     @task
+    def unpack_archives(verified: dict, params=None, dag_run=None) -> dict:
+        """Each .tar.gz input (Hugging Face, Kaggle) unpacked once, its contents checked."""
+        from imagenet_airflow import tasks
+
+        return tasks.unpack_archives(params, verified, dag_run.run_id)
+
+    @task
     def plan_conversion(verified: dict, merged: dict | None, params=None, dag_run=None) -> dict:
         from imagenet_airflow import tasks
 
@@ -222,8 +230,10 @@ def imagenet2012():
             )
         return tasks.short_summary(validated, params["splits"])
 
-    verified = verify_archives()
-    merged = merge_test_patch(verified)
+    checked = verify_archives()
+    merged = merge_test_patch(checked)
+    verified = unpack_archives(checked)  # the archives' checks, and the unpacked splits'
+    merged >> verified
     plan = plan_conversion(verified, merged)
     # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
     # DataflowConfiguration (dataflow_launch.convert_operator_kwargs).
@@ -237,7 +247,7 @@ def imagenet2012():
     ).expand_kwargs(conversion_jobs(plan))
     published = publish(verified, merged, plan)
     lease = take_lease()
-    wait_for_archives >> lease >> verified
+    wait_for_archives >> lease >> checked
     convert >> published
     published >> release_lease().as_teardown(setups=lease)
     validate_and_record(published, verified)

@@ -9,7 +9,8 @@
           _work/                     per split its input record; index, plan, shard results
         5.1.0.replaced               the previous version, for the moment of the swap
         .5.1.0.lease                 who is writing the version (one writer at a time)
-      .imagenet2012-work/            kept between runs: archive-check cache, merged test tar
+      .imagenet2012-work/            kept between runs: archive-check cache, merged test tar,
+        unpacked/                    uncompressed copies of .tar.gz inputs, with their reports
 
 Standard library only: the DAG names Assets and paths at parse time.
 """
@@ -34,6 +35,7 @@ ERRORS_DIR = "errors"  # one file per step that met bad input: its message
 RUN_WORK_DIR = "." + dataset.DATASET_NAME + "-work"
 ARCHIVE_CHECKS_DIR = "archive-checks"
 MERGED_TEST_ARCHIVE = "ILSVRC2012_img_test_merged.tar"
+UNPACKED_DIR = "unpacked"  # a .tar.gz input's images, per split, as an uncompressed tar
 
 LINEAGE_FILE = "lineage.json"
 DATASET_INFO_FILE = "dataset_info.json"
@@ -138,6 +140,11 @@ class OutputLayout:
     def merged_test_archive(self) -> str:
         """Where the merged test tar goes (not the manual dir: it is our product)."""
         return join(self.run_work_dir, MERGED_TEST_ARCHIVE)
+
+    @property
+    def unpacked_dir(self) -> str:
+        """Where .tar.gz inputs are unpacked to (see `sources.packed`): our product too."""
+        return join(self.run_work_dir, UNPACKED_DIR)
 
 
 @dataclasses.dataclass(frozen=True)

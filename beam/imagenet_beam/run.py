@@ -1,6 +1,7 @@
 """One conversion, step by step: the API both front doors call.
 
-    find_inputs → check_archives → merge_test_patch → up_to_date → stage → publish → verify
+    find_inputs → check_archives → merge_test_patch → unpack_archives → up_to_date → stage
+    → publish → verify
 
 The command line's `convert` runs every step (`convert`); the Airflow DAG runs each step as
 its own task (retries, the graph and the UI show them apart), with the Beam job (`stage`)
@@ -276,6 +277,26 @@ def conversion_inputs(
     return converted
 
 
+# --- unpack the .tar.gz inputs ---------------------------------------------------------
+
+
+def unpack_archives(settings: Settings, inputs: Inputs) -> list[ArchiveCheck]:
+    """Unpacks each .tar.gz a split is read from (Hugging Face's archives, the Kaggle
+    copy's) into an uncompressed copy in the run work dir, once per archive (see
+    `sources.packed`), and checks what it holds as an extracted tree is checked: its
+    labels, strays and, when `verify_checksums`, its counts. One row per packed split,
+    for lineage and the fingerprint (beside `check_archives`'); [] when none is packed.
+    The Beam job finds the copies itself (its sources know the data_dir)."""
+    from imagenet_beam.sources import packed
+    from imagenet_beam.sources.tar import ArchiveError
+    from imagenet_beam.sources.tree import LabelMismatch
+
+    try:
+        return packed.unpack_inputs(settings, list(inputs.splits.values()))
+    except (ArchiveError, LabelMismatch) as e:
+        raise ConvertError(str(e)) from None
+
+
 # --- up to date? -----------------------------------------------------------------------
 
 
@@ -420,12 +441,17 @@ def input_size(split_input: SplitInput) -> int:
 def check_space(settings: Settings, inputs: Inputs) -> None:
     """Refuses, before the archives are read, a local output place with less free space
     than the conversion needs: about the archives' size (shards hold the same JPEG bytes; a
-    merged test tar takes about what the test tar and its patch do). Not for gs://, nor
-    when images are resized (the output is then smaller by an unknown amount)."""
+    merged test tar takes about what the test tar and its patch do), and that again for
+    the unpacked copies of .tar.gz inputs not unpacked yet. Not for gs://, nor when images
+    are resized (the output is then smaller by an unknown amount)."""
+    from imagenet_beam.sources import packed
+
     where = staging_dir(settings)
     if storage.is_remote(where) or settings.resize:
         return
     needed = sum(input_size(s) for s in inputs.splits.values())
+    unpacking = packed.unpack_size(settings, inputs.splits.values())
+    needed += unpacking
     existing = where
     while not os.path.exists(existing):
         existing = os.path.dirname(existing) or "."
@@ -433,7 +459,8 @@ def check_space(settings: Settings, inputs: Inputs) -> None:
     if free < needed:
         raise ConvertError(
             f"not enough space for the output: {existing} has {size_text(free)} free, and the "
-            f"conversion needs about {size_text(needed)} (as much as the archives take). Free "
+            f"conversion needs about {size_text(needed)} (as much as the archives take"
+            f"{', and again for their unpacked copies' if unpacking else ''}). Free "
             "that much, or choose a data_dir on another disk, then run again"
         )
 
@@ -665,6 +692,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
                 " (matches the published checksum)" if check.verified_against else "",
             )
         merged = merge_test_patch(settings, inputs)
+        checks += unpack_archives(settings, inputs)
         wanted = fingerprint(settings, checks)
         reason = up_to_date(settings, wanted)
         if reason and not settings.force:

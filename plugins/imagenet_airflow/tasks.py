@@ -114,6 +114,31 @@ def merge_test_patch(params: Mapping, verified: Mapping, run_id: str) -> dict | 
     return report
 
 
+def unpack_archives(params: Mapping, verified: Mapping, run_id: str) -> dict:
+    """Unpacks each .tar.gz input once (Hugging Face's archives, the Kaggle copy's) and
+    checks what it holds; `verified` with a row per packed split added to its archives
+    (what the fingerprint and lineage cover)."""
+    from imagenet_beam import run
+
+    conversion = settings(params)
+    with holding_lease(conversion, run_id):
+        try:
+            rows = run.unpack_archives(conversion, run.Inputs.from_dict(verified["inputs"]))
+        except run.ConvertError as e:
+            raise AirflowFailException(str(e)) from None
+    if not rows:
+        log.info("nothing to unpack: no split is read from a .tar.gz")
+    for row in rows:
+        log.info(
+            "%s: %s images (%s bytes) from %s%s; %d stray file(s) left out%s",
+            row.name, f"{row.num_members:,}", f"{row.size:,}", row.path,
+            " (unpacked before)" if row.cached else "", len(row.ignored),
+            f"; {len(row.labels_from_layout)} validation label(s) taken from the layout"
+            if row.labels_from_layout else "",
+        )
+    return {**verified, "archives": [*verified["archives"], *(r.to_dict() for r in rows)]}
+
+
 def conversion_jobs(
     params: Mapping, paths: Mapping[str, Any], staging_dir: str, run_id: str | None = None
 ) -> list[dict]:

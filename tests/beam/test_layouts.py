@@ -203,3 +203,180 @@ def test_what_is_missing_is_said_in_the_words_of_the_layout_found(images, tmp_pa
     assert "validation: a folder val/ or validation/" in proc.stderr
     assert "test: a folder test/" in proc.stderr
     assert "point manual_dir at the folder holding train/" in proc.stderr
+# --- the .tar.gz layouts: unpacked once, then read like tars ------------------------------
+
+
+def _listed(strays: list[str], archive_prefix: str) -> list[str]:
+    """The generator's strays as lineage lists them: a stray folder as the folder."""
+    shown = set()
+    for path in strays:
+        inside = path[len(archive_prefix):]
+        shown.add(inside.split("__MACOSX/")[0] + "__MACOSX/" if "__MACOSX/" in inside else inside)
+    return sorted(shown)
+
+
+def _rewrite_tar_gz(path, change) -> None:
+    """The .tar.gz at `path` with its (name, bytes) members passed through `change`."""
+    import tarfile
+
+    with tarfile.open(path, "r:gz") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with open(path, "wb") as f:
+        f.write(synthetic_layouts.tar_gz_bytes(change(members)))
+
+
+@pytest.mark.parametrize("data_subdir", [True, False])
+def test_the_huggingface_archives_give_the_tarballs_shards(
+    data_subdir, images, from_tarballs, tmp_path
+):
+    written = synthetic_layouts.write_layout(
+        images, "huggingface", str(tmp_path / "in"), strays=True, data_subdir=data_subdir
+    )
+    convert(tmp_path / "in", tmp_path / "out", "--num_shards=2")
+    assert _shards(tmp_path / "out") == from_tarballs
+    lineage = _lineage(tmp_path / "out")
+    rows = {a["name"]: a for a in lineage["archives"]}
+    assert {f"huggingface:{s}" for s in SPLITS} <= set(rows)
+    assert sum(rows[f"huggingface:{s}"]["num_members"] for s in SPLITS) == len(images.members)
+    ignored = sorted(i for s in SPLITS for i in rows[f"huggingface:{s}"]["ignored"])
+    prefix = "data/" if data_subdir else ""
+    expected = sorted(
+        p[len(prefix):].replace(".tar.gz/", ".tar.gz:", 1) for p in written.strays
+    )
+    assert ignored == _listed(expected, "")
+    # each archive is checked (hashed) as it is: the user's .tar.gz, not the copy
+    hashed = {a["path"] for a in lineage["archives"] if a["name"].endswith(".tar.gz")}
+    assert hashed == {str(tmp_path / "in" / p) for p in written.files}
+    assert lineage["inputs"]["validation"]["layout"] == "huggingface"
+
+    # A re-run with the same archives unpacks nothing.
+    again = convert(tmp_path / "in", tmp_path / "out", "--num_shards=2", "--force", "--debug")
+    log = again.stdout + again.stderr
+    assert "unpacking" not in log and "unpacked before" in log, log
+    assert _shards(tmp_path / "out") == from_tarballs
+
+
+def test_the_packed_kaggle_copy_gives_the_tarballs_shards(images, from_tarballs, tmp_path):
+    written = synthetic_layouts.write_layout(
+        images, "kaggle", str(tmp_path / "in"), strays=True, packed=True
+    )
+    convert(tmp_path / "in", tmp_path / "out", "--num_shards=2")
+    assert _shards(tmp_path / "out") == from_tarballs
+    rows = {a["name"]: a for a in _lineage(tmp_path / "out")["archives"]}
+    assert set(rows) == {synthetic_layouts.KAGGLE_ARCHIVE} | {f"kaggle:{s}" for s in SPLITS}
+    for split, folder in (("train", "train"), ("validation", "val"), ("test", "test")):
+        prefix = f"{synthetic_layouts.KAGGLE_ARCHIVE}/ILSVRC/Data/CLS-LOC/{folder}/"
+        mine = [p for p in written.strays if p.startswith(prefix)]
+        assert mine and rows[f"kaggle:{split}"]["ignored"] == _listed(mine, prefix)
+
+
+def test_the_kaggle_copy_extracted_and_packed_at_once_is_refused(images, tmp_path):
+    synthetic_layouts.write_layout(images, "kaggle", str(tmp_path / "in"), splits=["test"])
+    synthetic_layouts.write_layout(
+        images, "kaggle", str(tmp_path / "in"), splits=["test"], packed=True
+    )
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=test", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "ILSVRC/Data/CLS-LOC/test" in proc.stderr, proc.stderr
+    assert synthetic_layouts.KAGGLE_ARCHIVE in proc.stderr
+
+
+def test_a_huggingface_member_whose_suffix_is_no_wnid_is_an_error(images, tmp_path):
+    synthetic_layouts.write_layout(
+        images, "huggingface", str(tmp_path / "in"), splits=["train"], data_subdir=False
+    )
+    archive = tmp_path / "in" / "train_images_0.tar.gz"
+    _rewrite_tar_gz(archive, lambda members: [
+        *members, ("n01440764_7_n99999999.JPEG", members[0][1])
+    ])
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=train", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "n01440764_7_n99999999.JPEG does not end in _<wnid>" in proc.stderr, proc.stderr
+    assert str(archive) in proc.stderr
+    assert not os.path.exists(version_dir(tmp_path / "out"))
+    # nothing of it is left in the work dir (the other archives' copies are complete)
+    left = os.listdir(tmp_path / "out" / ".imagenet2012-work" / "unpacked")
+    assert not [n for n in left if "train_images_0" in n or n.endswith(".partial")], left
+    assert len([n for n in left if n.endswith("-train.tar")]) == 4
+
+
+def test_a_huggingface_validation_suffix_that_disagrees_fails_unless_trusted(images, tmp_path):
+    synthetic_layouts.write_layout(
+        images, "huggingface", str(tmp_path / "in"), splits=["validation"]
+    )
+    archive = tmp_path / "in" / "data" / "val_images.tar.gz"
+    first = sorted(m.file_name for m in images.split("validation"))[0]
+    stem = first.rsplit(".", 1)[0]
+    wnid = dataset.validation_wnids()[int(stem.rsplit("_", 1)[1]) - 1]
+    other = next(w for w in dataset.class_names() if w != wnid)
+    _rewrite_tar_gz(archive, lambda members: [
+        (name.replace(f"{stem}_{wnid}", f"{stem}_{other}"), data) for name, data in members
+    ])
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=validation", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"validation image {first} is {other} in {archive}" in proc.stderr, proc.stderr
+    assert wnid in proc.stderr and "--trust_layout_labels" in proc.stderr
+    assert not os.path.exists(version_dir(tmp_path / "out"))
+
+    convert(tmp_path / "in", tmp_path / "out", "--splits=validation", "--trust_layout_labels")
+    lineage = _lineage(tmp_path / "out")
+    [row] = [a for a in lineage["archives"] if a["name"] == "huggingface:validation"]
+    assert row["labels_from_layout"] == [{"file_name": first, "layout": other, "tfds": wnid}]
+    from tests.conftest import read_tfrecord_examples
+
+    examples = read_tfrecord_examples(version_dir(tmp_path / "out"), "validation")
+    assert examples[first][0] == dataset.class_index()[other]
+
+
+def test_a_packed_kaggle_solution_that_disagrees_names_the_image_and_both_labels(
+    images, tmp_path
+):
+    synthetic_layouts.write_layout(
+        images, "kaggle", str(tmp_path / "in"), splits=["validation"], packed=True
+    )
+    archive = tmp_path / "in" / synthetic_layouts.KAGGLE_ARCHIVE
+    changed = {}
+
+    def relabel(members):
+        out = []
+        for name, data in members:
+            if name == synthetic_layouts.KAGGLE_VAL_SOLUTION:
+                rows = data.decode().splitlines()
+                image, boxes = rows[1].split(",", 1)
+                wnid = boxes.split()[0]
+                other = next(w for w in dataset.class_names() if w != wnid)
+                changed.update(image=image, wnid=wnid, other=other)
+                data = "\n".join([rows[0], f"{image},{boxes.replace(wnid, other)}",
+                                  *rows[2:]]).encode()
+            out.append((name, data))
+        return out
+
+    _rewrite_tar_gz(archive, relabel)
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=validation", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert (f"{changed['image']}.JPEG is {changed['other']} in LOC_val_solution.csv in "
+            f"{archive}") in proc.stderr, proc.stderr
+    assert changed["wnid"] in proc.stderr
+
+
+def test_a_truncated_tar_gz_is_refused(images, tmp_path):
+    synthetic_layouts.write_layout(
+        images, "huggingface", str(tmp_path / "in"), splits=["validation"]
+    )
+    archive = tmp_path / "in" / "data" / "val_images.tar.gz"
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=validation", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{archive} is not a complete tar archive" in proc.stderr, proc.stderr
+    assert "download it again" in proc.stderr
+    assert not os.path.exists(version_dir(tmp_path / "out"))
+
+
+def test_counts_are_checked_for_packed_archives(images, tmp_path):
+    synthetic_layouts.write_layout(images, "huggingface", str(tmp_path / "in"), splits=["test"])
+    proc = convert(tmp_path / "in", tmp_path / "out", "--splits=test",
+                   "--verify_checksums=true", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{len(images.split('test'))} test images, not 100,000" in proc.stderr, proc.stderr
+    assert "turn off verify_checksums" in proc.stderr

@@ -26,7 +26,7 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert dag.doc_md and "ImageNet" in dag.doc_md
     task_ids = set(dag.task_ids)
     assert {
-        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch",
+        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
         "plan_conversion", "convert", "publish", "validate_and_record", "release_lease",
     } <= task_ids
     # One writer per version: the lease is the run's setup, its release the teardown.

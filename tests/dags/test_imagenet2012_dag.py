@@ -81,7 +81,7 @@ def test_every_task_succeeds(first_run):
     _, run, states = first_run
     assert str(run.state) == "success", states
     expected = {
-        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch",
+        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
         "plan_conversion", "conversion_jobs", "convert[0]", "convert[1]", "convert[2]",
         "publish", "validate_and_record", "release_lease",
     }
@@ -91,6 +91,30 @@ def test_every_task_succeeds(first_run):
 
     assert [task_instance("imagenet2012", run.run_id, "convert", i).rendered_map_index
             for i in range(3)] == SPLITS  # each instance is named by its split in the UI
+
+
+def _shard_sha256(data_dir: str) -> dict[str, list[str]]:
+    with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
+        splits = json.load(f)["splits"]
+    return {split: [s["sha256"] for s in info["shards"]] for split, info in splits.items()}
+
+
+def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
+    imagenet_dag, first_run, patched_input, tmp_path
+):
+    """The unpack task makes the copies; each split's Beam job (its own process, finding
+    its inputs again) reads them."""
+    from imagenet_beam import synthetic_layouts
+
+    conf, _, _ = first_run
+    synthetic_layouts.write_layout(patched_input, "huggingface", str(tmp_path / "hf"))
+    hf_conf = {**conf, "manual_dir": str(tmp_path / "hf"), "data_dir": str(tmp_path / "out"),
+               "test_patch": None}
+    run, states = _run(imagenet_dag, hf_conf)
+    assert str(run.state) == "success", states
+    unpacked = _xcom("imagenet2012", run.run_id, "unpack_archives")
+    assert {a["name"] for a in unpacked["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
+    assert _shard_sha256(hf_conf["data_dir"]) == _shard_sha256(conf["data_dir"])
 
 
 def test_output_loads_in_tfds_with_the_right_counts(first_run, patched_input):

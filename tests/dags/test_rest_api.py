@@ -312,7 +312,7 @@ def test_triggered_run_succeeds_every_task(airflow_server, triggered_run):
     resp = airflow_server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
     states = {_ti_name(ti): ti["state"] for ti in resp.json()["task_instances"]}
     assert set(states) == {
-        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch",
+        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
         "plan_conversion", "conversion_jobs", "convert[0]", "convert[1]", "convert[2]",
         "publish", "validate_and_record", "release_lease",
     }

@@ -4,8 +4,8 @@ Each source (see `base.Source`) says which files a split needs, checks them, lis
 items, indexes them and reads their images: the tarballs from image-net.org (`tarballs`),
 extracted ImageFolder trees (`imagefolder`), the Kaggle copy (`kaggle`) and the Hugging Face
 archives (`huggingface`). `find` recognises which of them a manual_dir holds, split by split.
-Also here: the archive checks (`archive_checks`), the test-patch merge (`patch_merge`), and
-what the extracted layouts share (`tree`).
+Also here: the archive checks (`archive_checks`), the test-patch merge (`patch_merge`),
+what the extracted layouts share (`tree`), and the unpacking of the .tar.gz ones (`packed`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imagenet_beam.sources.base import BySplit, MemberRef, Source, SplitInput, WorkItem
+from imagenet_beam.sources.huggingface import HuggingFaceSource
 from imagenet_beam.sources.imagefolder import ImageFolderSource
 from imagenet_beam.sources.kaggle import KaggleSource
 from imagenet_beam.sources.tarballs import TarballSource
 
 SOURCES: dict[str, Source] = {
-    s.name: s for s in (TarballSource(), ImageFolderSource(), KaggleSource())
+    s.name: s
+    for s in (TarballSource(), ImageFolderSource(), KaggleSource(), HuggingFaceSource())
 }
 DEFAULT = TarballSource.name
 

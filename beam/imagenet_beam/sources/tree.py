@@ -89,6 +89,40 @@ def _class_index(wnid: str) -> int | None:
     return dataset.class_index().get(wnid)
 
 
+def layout_label(
+    split: str, file_name: str, wnid: str | None, where: str, trust: bool
+) -> tuple[int, dict | None]:
+    """(an image's label, a note when the layout's label was taken over TFDS's), for every
+    layout: train from its wnid (class folder, name suffix), test none, validation TFDS's
+    by number — where the layout gives its own (`wnid`, found in `where`) and it disagrees,
+    a LabelMismatch, or with `trust` the layout's. Raises ValueError for a validation name
+    without its number."""
+    if split == dataset.TEST:
+        return dataset.TEST_LABEL, None
+    if split == dataset.TRAIN:
+        return dataset.class_index()[wnid], None
+    tfds_label = dataset.validation_label(file_name)
+    if wnid is None:
+        return tfds_label, None
+    own = _class_index(wnid)
+    if own == tfds_label:
+        return tfds_label, None
+    tfds_wnid = dataset.class_names()[tfds_label]
+    if own is None:
+        raise LabelMismatch(
+            f"validation image {file_name} is {wnid} in {where}, which is no ILSVRC 2012 "
+            f"class (TFDS's validation labels say {tfds_wnid}): check the layout"
+        )
+    if not trust:
+        raise LabelMismatch(
+            f"validation image {file_name} is {wnid} in {where} but "
+            f"{tfds_wnid} (label {tfds_label}) in TFDS's validation labels: check the "
+            "layout, or run with --trust_layout_labels to take the layout's label "
+            "(recorded in lineage.json)"
+        )
+    return own, {"file_name": file_name, "layout": wnid, "tfds": tfds_wnid}
+
+
 class TreeSource(Source, abc.ABC):
     """A layout of extracted folders. Subclasses say where each split's folder is
     (`split_folders`) and what label the layout itself gives a validation image
@@ -201,26 +235,11 @@ class TreeSource(Source, abc.ABC):
 
     def _label(self, split: str, file_name: str, folder: Folder) -> tuple[int, dict | None]:
         """(the image's label, a note when the layout's label was taken over TFDS's)."""
-        if split == dataset.TEST:
-            return dataset.TEST_LABEL, None
-        if split == dataset.TRAIN:
-            return dataset.class_index()[folder.wnid], None
-        tfds_label = dataset.validation_label(file_name)
-        wnid = self.layout_wnid(split, file_name, folder)
-        if wnid is None:
-            return tfds_label, None
-        own = _class_index(wnid)
-        if own == tfds_label:
-            return tfds_label, None
-        tfds_wnid = dataset.class_names()[tfds_label]
-        if not self.trust_layout_labels:
-            raise LabelMismatch(
-                f"validation image {file_name} is {wnid} in {self.where_label(folder)} but "
-                f"{tfds_wnid} (label {tfds_label}) in TFDS's validation labels: check the "
-                "layout, or run with --trust_layout_labels to take the layout's label "
-                "(recorded in lineage.json)"
-            )
-        return own, {"file_name": file_name, "layout": wnid, "tfds": tfds_wnid}
+        if split == dataset.VALIDATION:
+            wnid = self.layout_wnid(split, file_name, folder)
+            where = self.where_label(folder) if wnid is not None else ""
+            return layout_label(split, file_name, wnid, where, self.trust_layout_labels)
+        return layout_label(split, file_name, folder.wnid, "", self.trust_layout_labels)
 
     def where_label(self, folder: Folder) -> str:
         return f"its class folder {folder.path}"
