@@ -109,6 +109,9 @@ class Lineage:
     archives: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     test_patch: dict[str, Any] | None = None
     airflow: dict[str, Any] | None = None
+    # with the ILSVRC devkit: the class names (`words`, by label), and train classes whose
+    # count differs from its num_train_images (see `run.class_record`)
+    classes: dict[str, Any] | None = None
     schema: int = LINEAGE_SCHEMA
     version: str = dataset.VERSION
     dataset: str = dataset.DATASET_NAME  # last: the field's name hides the module below it

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from imagenet_beam import plan, shards, storage
+from imagenet_beam import dataset, plan, shards, storage
 from imagenet_beam.errors import DataError, from_os_error
 from imagenet_beam.layout import StagingLayout
 from imagenet_beam.settings import Settings, add_arguments
@@ -166,11 +166,14 @@ def _work_items(split_input: tuple[str, str], source: Source, staging: StagingLa
 
 
 class IndexMembersFn(beam.DoFn):
-    """One work item → its member descriptors in a file; yields (split, that file)."""
+    """One work item → its member descriptors in a file; yields (split, that file).
+    devkit: the ILSVRC devkit (`sources.devkit.Devkit`) when manual_dir has it: every
+    validation label must be its ground truth's."""
 
-    def __init__(self, source: Source, staging: StagingLayout):
+    def __init__(self, source: Source, staging: StagingLayout, devkit=None):
         self._source = source
         self._staging = staging
+        self._devkit = devkit
         self.indexed = Metrics.counter(METRICS_NAMESPACE, "images_indexed")
 
     def process(self, item):
@@ -181,6 +184,9 @@ class IndexMembersFn(beam.DoFn):
         index_file = self._staging.index_file(split, ident)
         with RecordedErrors(self._staging, f"{split}-index-{ident}", path, labels=True) as guard:
             refs = self._source.index(item)
+            if self._devkit is not None and split == dataset.VALIDATION:
+                for ref in refs:
+                    self._devkit.check_validation_label(ref.file_name, ref.label)
             if refs:
                 _write_members(index_file, refs)
         if guard.failed:
@@ -193,11 +199,15 @@ class IndexMembersFn(beam.DoFn):
 class IndexArchives(beam.PTransform):
     """Header-only walk of the inputs → (split, index file) per work item."""
 
-    def __init__(self, source: Source, inputs: list[tuple[str, str]], staging: StagingLayout):
+    def __init__(
+        self, source: Source, inputs: list[tuple[str, str]], staging: StagingLayout,
+        devkit=None,
+    ):
         super().__init__()
         self._source = source
         self._inputs = inputs
         self._staging = staging
+        self._devkit = devkit
 
     def expand(self, pbegin):
         return (
@@ -205,7 +215,8 @@ class IndexArchives(beam.PTransform):
             | "ListArchives" >> beam.Create(self._inputs)
             | "ListWorkItems" >> beam.FlatMap(_work_items, self._source, self._staging)
             | "SpreadWorkItems" >> beam.Reshuffle()
-            | "IndexMembers" >> beam.ParDo(IndexMembersFn(self._source, self._staging))
+            | "IndexMembers"
+            >> beam.ParDo(IndexMembersFn(self._source, self._staging, self._devkit))
         )
 
 
@@ -306,12 +317,14 @@ def build_pipeline(
     inputs: list[tuple[str, str]],
     settings: Settings,
     staging: StagingLayout,
+    devkit=None,
 ):
     """inputs: (split, path) pairs. The index and plan files go to the staging work dir
-    (removed with it when publishing). Returns the PCollection of (split, shard, count)."""
+    (removed with it when publishing). devkit: see `IndexMembersFn`. Returns the
+    PCollection of (split, shard, count)."""
     return (
         pipeline
-        | "IndexArchives" >> IndexArchives(source, inputs, staging)
+        | "IndexArchives" >> IndexArchives(source, inputs, staging, devkit)
         | "PlanShards" >> PlanShards(settings.num_shards, staging)
         | "WriteShards" >> WriteShards(settings, source, staging)
     )

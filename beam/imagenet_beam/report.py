@@ -82,6 +82,7 @@ class VersionView:
     archives: list[dict]
     options: dict
     warnings: list[str]
+    classes: dict | None = None  # lineage's `classes` (with the devkit)
 
 
 def class_caption(label: int | None) -> str:
@@ -126,6 +127,7 @@ def _from_lineage(version_dir: str, record: metadata.Lineage) -> VersionView:
         list(record.archives),
         dict(record.options),
         list(record.warnings),
+        record.classes,
     )
 
 
@@ -684,6 +686,25 @@ def render_html(view: VersionView, charts: dict[str, bytes]) -> str:
                                        for _, n in relabelled[:50])) + "</p>")
     elif view.made_by != "imagenet_beam":
         parts.append("<p>Not recorded: the version has no lineage.json.</p>")
+    if view.classes:
+        names = view.classes.get("names") or []
+        wnids = dataset.class_names()
+        parts.append(f"<h2>Classes: {len(names)} names from the devkit</h2>")
+        parts.append(f"<p>{e(view.classes.get('names_from', ''))}: "
+                     + e("; ".join(f"{i} · {wnids[i]} · {n}" for i, n in enumerate(names[:10])))
+                     + (" …" if len(names) > 10 else "") + "</p>")
+        differences = view.classes.get("train_count_differences")
+        if differences is not None:
+            parts.append(f"<p>Train classes whose count differs from the devkit's "
+                         f"num_train_images: {len(differences)}</p>")
+            if differences:
+                parts.append("<table><tr><th>wnid</th><th>examples</th>"
+                             "<th>devkit's num_train_images</th></tr>")
+                for d in differences[:50]:
+                    parts.append(f"<tr><td>{e(d['wnid'])}</td><td class=\"num\">"
+                                 f"{d['examples']}</td><td class=\"num\">"
+                                 f"{d['devkit_num_train_images']}</td></tr>")
+                parts.append("</table>")
     if view.options:
         parts.append("<h2>Settings</h2><table>")
         for k, v in sorted(view.options.items()):

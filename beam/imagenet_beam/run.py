@@ -162,11 +162,13 @@ class Inputs:
 
     manual_dir: str
     splits: dict[str, SplitInput]
+    devkit: str | None = None  # the ILSVRC devkit, when manual_dir has it (optional)
 
     @property
     def paths(self) -> list[str]:
         """Every archive the run reads, once each: what the archive checks cover."""
-        return sorted({p for split_input in self.splits.values() for p in split_input.paths})
+        paths = {p for split_input in self.splits.values() for p in split_input.paths}
+        return sorted(paths | ({self.devkit} if self.devkit else set()))
 
     @property
     def layouts(self) -> dict[str, str]:
@@ -177,12 +179,13 @@ class Inputs:
         return {
             "manual_dir": self.manual_dir,
             "splits": {split: s.to_dict() for split, s in self.splits.items()},
+            "devkit": self.devkit,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Inputs:
         splits = {split: SplitInput.from_dict(s) for split, s in d["splits"].items()}
-        return cls(d["manual_dir"], splits)
+        return cls(d["manual_dir"], splits, d.get("devkit"))
 
 
 def look_for_inputs(settings: Settings) -> tuple[Inputs, str | None]:
@@ -197,15 +200,38 @@ def look_for_inputs(settings: Settings) -> tuple[Inputs, str | None]:
         )
     except ValueError as e:  # sources.LayoutError, a tree that cannot be a split
         raise ConvertError(str(e)) from None
-    return Inputs(settings.manual_dir, found), missing
+    from imagenet_beam.sources import devkit
+
+    return Inputs(settings.manual_dir, found, devkit.devkit_path(settings.manual_dir)), missing
 
 
 def found_text(inputs: Inputs) -> str:
     """What was found, for a log line: `train: imagefolder …/train`."""
-    return "; ".join(
+    found = [
         f"{split}: {sources.get(s.layout).title} ({', '.join(s.paths) or s.archive})"
         for split, s in inputs.splits.items()
+    ]
+    found.append(
+        f"the devkit {inputs.devkit} (validation labels are checked against its ground truth)"
+        if inputs.devkit else
+        f"no devkit (optional: with {dataset.DEVKIT_ARCHIVE} in manual_dir, validation "
+        "labels are checked against its ground truth and lineage gets the class names)"
     )
+    return "; ".join(found)
+
+
+def read_devkit(settings: Settings):
+    """The ILSVRC devkit (`sources.devkit.Devkit`) when manual_dir has it (it is optional),
+    else None; a ConvertError when it is there but cannot be read."""
+    from imagenet_beam.sources import devkit
+
+    path = devkit.devkit_path(settings.manual_dir)
+    if path is None:
+        return None
+    try:
+        return devkit.read_devkit(path)
+    except devkit.DevkitError as e:
+        raise ConvertError(str(e)) from None
 
 
 def find_inputs(settings: Settings) -> Inputs:
@@ -527,7 +553,8 @@ def stage(
                 split: sources.get(s.layout).configured(settings) for split, s in converted.items()
             }
             pipeline.build_pipeline(
-                p, sources.BySplit(by_split), sorted(paths.items()), settings, staged
+                p, sources.BySplit(by_split), sorted(paths.items()), settings, staged,
+                devkit=read_devkit(settings) if dataset.VALIDATION in paths else None,
             )
     _raise_recorded_errors(staged, list(paths))
     if no_wait:
@@ -637,6 +664,7 @@ def publish(
         inputs={r["split"]: r["input"] for r in records},
         options=options,
         warnings=_warnings(results),
+        classes=class_record(options.get("manual_dir"), results),
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
@@ -644,6 +672,31 @@ def publish(
     report.write_report(staged.staging_dir, record, published_as=output.version_dir)
     publication.swap_in(staged.staging_dir, output)
     log.info("published %s", output.version_dir)
+    return record
+
+
+def class_record(manual_dir: str | None, results) -> dict[str, Any] | None:
+    """What lineage records of the classes when manual_dir has the ILSVRC devkit: their
+    names (`words`, in label order) and, for a published train split, each class whose
+    count differs from the devkit's num_train_images. None without the devkit."""
+    from imagenet_beam import stats
+    from imagenet_beam.sources import devkit
+
+    path = devkit.devkit_path(manual_dir) if manual_dir else None
+    if path is None:
+        return None
+    try:
+        kit = devkit.read_devkit(path)
+    except devkit.DevkitError as e:
+        raise ConvertError(str(e)) from None
+    record: dict[str, Any] = {"names_from": path, "names": list(kit.words_by_label())}
+    train = [r.stats for r in results if r.split == dataset.TRAIN]
+    if train:
+        counts = stats.ImageStats.total(train).labels
+        record["train_count_differences"] = [
+            {"wnid": wnid, "examples": counted, "devkit_num_train_images": expected}
+            for wnid, counted, expected in kit.train_count_differences(dict(counts))
+        ]
     return record
 
 
