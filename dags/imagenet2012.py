@@ -1,14 +1,24 @@
 """
 ### ImageNet (ILSVRC 2012) → TFDS-compatible shards
 
-Waits for the hand-downloaded tarballs, verifies them, merges the October 2019 test patch,
+Waits for ImageNet in `manual_dir`, verifies it, merges the October 2019 test patch,
 converts each requested split with an Apache Beam pipeline, publishes
 `DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
 records per split its example count and checksums as an Asset event.
 
-A scheduled run whose archives, settings and published output are unchanged skips the
-conversion and says so. Download the archives from https://image-net.org/download-images
-into `manual_dir`.
+`manual_dir` may hold ImageNet as people hold it (the `layout` param; empty: recognised
+split by split), each giving the same shards:
+
+- **tarballs**: the archives from https://image-net.org/download-images;
+- **imagefolder**: an extracted ImageFolder tree, `train/<wnid>/` (or `train/<wnid>.tar`),
+  `val/` or `validation/` (flat or in class folders), `test/`;
+- **kaggle**: the Kaggle ImageNet Object Localization Challenge copy (`ILSVRC/`,
+  `LOC_synset_mapping.txt`, `LOC_val_solution.csv`);
+- **huggingface**: the Hugging Face `imagenet-1k` archives.
+
+`wait_for_archives` and `verify_archives` log which layout each split was found in, and
+what is missing in that layout's words. A scheduled run whose inputs, settings and
+published output are unchanged skips the conversion and says so.
 """
 
 from __future__ import annotations
@@ -72,7 +82,7 @@ params.update({
         type="number",
         exclusiveMinimum=0,
         title="Wait for archives (minutes)",
-        description="How long a triggered run's wait_for_archives waits for missing archives "
+        description="How long a triggered run's wait_for_archives waits for missing inputs "
         "before failing (a scheduled run waits at most "
         f"{SCHEDULED_WAIT_MINUTES:g} minutes).",
         section=settings.EXECUTION,

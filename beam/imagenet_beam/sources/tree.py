@@ -392,8 +392,8 @@ def check_tree(
         else:
             to_hash.append((rel, path, size, version))
     if to_hash:
-        log.info("%s: hashing %d of %d files (the others were hashed before)",
-                 root, len(to_hash), len(wanted))
+        log.info("%s: hashing %d of %d files%s", root, len(to_hash), len(wanted),
+                 " (the others were hashed before)" if len(to_hash) < len(wanted) else "")
     try:
         with ThreadPoolExecutor(_PARALLEL) as pool:
             for (rel, _, size, version), sha in zip(
