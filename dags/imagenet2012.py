@@ -49,16 +49,23 @@ DATAFLOW = "Dataflow (runner = DataflowRunner)"
 
 # Every conversion setting's type, choices and help come from imagenet_beam.settings; the
 # deployment chooses only these defaults.
-params = {
-    name: Param(**spec)
-    for name, spec in settings.form_params(
-        defaults={
-            "manual_dir": os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual"),
-            "data_dir": os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds"),
-            "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar",
-        }
-    ).items()
+form = settings.form_params(
+    defaults={
+        "manual_dir": os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual"),
+        "data_dir": os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds"),
+        "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar",
+    }
+)
+# What the layout dropdown shows for each value (the form would show the empty choice as
+# "null"); the run's conf gets the value.
+form["layout"]["values_display"] = {
+    "null": "any: recognised from what is there, split by split",
+    "tarballs": "tarballs: the archives from image-net.org",
+    "imagefolder": "imagefolder: extracted train/, val/ (or validation/), test/",
+    "kaggle": "kaggle: the Kaggle ImageNet Object Localization Challenge copy",
+    "huggingface": "huggingface: the Hugging Face imagenet-1k archives",
 }
+params = {name: Param(**spec) for name, spec in form.items()}
 params.update({
     "runner": Param(
         dataflow_launch.DIRECT_RUNNER,

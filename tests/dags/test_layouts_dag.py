@@ -48,6 +48,9 @@ def test_the_form_lists_the_layouts(imagenet_dag):
     assert layout.schema["enum"] == [*settings.LAYOUTS, None]
     for name in settings.LAYOUTS:
         assert name in layout.description
+        assert layout.schema["values_display"][name].startswith(f"{name}: ")
+    # the dropdown's empty choice says what it means (the form would show "null")
+    assert layout.schema["values_display"]["null"].startswith("any: recognised")
     trust = imagenet_dag.params.get_param("trust_layout_labels")
     assert trust.value is False and "lineage.json" in trust.description
     for name in ("ImageFolder", "Kaggle", "Hugging Face"):
