@@ -75,8 +75,9 @@ ui: $(STAMP)
 
 # Our conversion against TFDS's own builder on 20,000 realistic images (see README).
 BENCH_ARGS ?=
+# LAYOUT=imagefolder: the same images also as an extracted tree, beside the tarballs.
 bench: $(STAMP)
-	$(PY) -u -m benchmarks.run $(BENCH_ARGS)
+	$(PY) -u -m benchmarks.run $(if $(LAYOUT),--layout=$(LAYOUT)) $(BENCH_ARGS)
 
 # How cost grows with input size: 10k and 40k images, CLI only.
 bench-scaling: $(STAMP)

@@ -150,6 +150,53 @@ def generate(manual_dir: str, num_images: int, seed: int = 0) -> RealisticInput:
     return RealisticInput(manual_dir, **facts)
 
 
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+    with tar.extractfile(member) as src, open(path, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    os.utime(path, (member.mtime, member.mtime))
+
+
+def extract_imagefolder(manual_dir: str, target: str) -> str:
+    """The tarballs' images as an extracted ImageFolder tree (train/<wnid>/, val/ flat,
+    test/ flat: the test tar a conversion of the tarballs reads), written from the tars
+    as a stream; an earlier extraction of the same tars is reused. Returns `target`."""
+    test_archive = next(
+        name for name in (dataset.TEST_ARCHIVE_PATCHED, dataset.TEST_ARCHIVE_2012)
+        if os.path.exists(os.path.join(manual_dir, name))
+    )
+    archives = (dataset.TRAIN_ARCHIVE, dataset.VALIDATION_ARCHIVE, test_archive)
+    wanted = {}
+    for name in archives:
+        st = os.stat(os.path.join(manual_dir, name))
+        wanted[name] = [st.st_size, st.st_mtime_ns]
+    marker = os.path.join(target, "extracted_from.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f) == wanted:
+                return target
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    train = os.path.join(target, "train")
+    os.makedirs(train)
+    with tarfile.open(os.path.join(manual_dir, dataset.TRAIN_ARCHIVE), "r|") as outer:
+        for class_tar in outer:
+            wnid = class_tar.name[: -len(".tar")]
+            os.makedirs(os.path.join(train, wnid))
+            with tarfile.open(fileobj=outer.extractfile(class_tar), mode="r|") as inner:
+                for member in inner:
+                    _write_member(inner, member, os.path.join(train, wnid, member.name))
+    for archive, folder in ((dataset.VALIDATION_ARCHIVE, "val"), (test_archive, "test")):
+        os.makedirs(os.path.join(target, folder))
+        with tarfile.open(os.path.join(manual_dir, archive), "r|") as tar:
+            for member in tar:
+                _write_member(tar, member, os.path.join(target, folder, member.name))
+    with open(marker, "w") as f:
+        json.dump(wanted, f)
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manual_dir", required=True)

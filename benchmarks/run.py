@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--num_images 20000 | --manual_dir DIR] [--sizes 10000,40000]
                              [--variants passthrough,validate,resize] [--skip_dag]
-                             [--repeat 3]
+                             [--repeat 3] [--layout tarballs|imagefolder]
 
 For every input size it times, each in a fresh process: TFDS's builder (`tfds build`'s
 code path); our CLI as a first run does it (`ours_cli`: the archive checks hash and walk
@@ -11,6 +11,13 @@ finds them (`ours_cli_cached`: the conversion alone), also in the requested vari
 once the whole Airflow DAG (`airflow dags test`). It prints wall time, images/s, MB/s and the peak
 resident memory of each whole process tree (Beam's workers included), the ratios to TFDS,
 and writes everything to a JSON file so runs can be compared.
+
+`--layout imagefolder` also extracts the same images into an ImageFolder tree
+(train/<wnid>/, val/, test/) and measures it beside the tarballs in the same rounds: the
+listing/index step alone (`index_tarballs`, `index_imagefolder`: the work items listed and
+indexed as the pipeline does, in a fresh process, timed inside it), and the whole CLI
+conversion of the tree as a first run does it (`ours_imagefolder`: every file hashed into
+the manifest) and as a re-run finds it (`ours_imagefolder_cached`: the manifest cached).
 
 Shared machines are noisy (TFDS's builder alone varied by 20–30% between runs here), so the
 CLI runs and TFDS's builder are repeated in rounds (TFDS, ours, variants; again) and each
@@ -38,6 +45,7 @@ from benchmarks.measure import Measured, run_measured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
+LAYOUTS = ("tarballs", "imagefolder")
 VARIANTS = {
     "passthrough": [],
     "validate": ["--decode_images"],
@@ -61,6 +69,8 @@ class Figure:
     images_per_s: float = 0.0
     mb_per_s: float = 0.0
     ratio_to_tfds: float | None = None  # our images/s over TFDS's (> 1: faster than TFDS)
+    # an extracted layout's images/s over the tarballs' same step (> 1: faster than them)
+    ratio_to_tarballs: float | None = None
     wall_s_rounds: list[float] = dataclasses.field(default_factory=list)  # median → wall_s
 
     def __post_init__(self) -> None:
@@ -86,6 +96,22 @@ def _archives_bytes(manual_dir: str) -> int:
         for name in os.listdir(manual_dir)
         if name.endswith(".tar")
     )
+
+
+def _tree_bytes(tree: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for split in ("train", "val", "test")
+        for root, _, files in os.walk(os.path.join(tree, split))
+        for name in files
+    )
+
+
+def _remove_shards(out: str) -> None:
+    for root, _, files in os.walk(out):
+        for name in files:
+            if ".tfrecord" in name:
+                os.remove(os.path.join(root, name))
 
 
 def _settle() -> None:
@@ -117,6 +143,23 @@ def run_ours(
     return measured, sum(s["num_examples"] for s in lineage["splits"].values())
 
 
+def run_index(manual_dir: str, layout: str) -> tuple[Measured, float, int]:
+    """The listing/index step in a fresh process: (the process, the step's own seconds,
+    images indexed)."""
+    _settle()
+    cmd = [PY, "-m", "benchmarks.index_step", f"--manual_dir={manual_dir}",
+           f"--layout={layout}", f"--workers={os.cpu_count() or 1}"]
+    measured = _checked(f"index {layout}", run_measured(cmd, _env(), cwd=ROOT))
+    result = json.loads(measured.output_tail.strip().splitlines()[-1])
+    return measured, result["seconds"], result["num_images"]
+
+
+def _shard_digests(out: str) -> dict[str, list[str]]:
+    with open(os.path.join(out, "imagenet2012", "5.1.0", "lineage.json")) as f:
+        lineage = json.load(f)
+    return {s: [x["sha256"] for x in i["shards"]] for s, i in lineage["splits"].items()}
+
+
 def run_dag(manual_dir: str, out: str, work_dir: str) -> Measured:
     home = os.path.join(work_dir, "airflow-home")
     shutil.rmtree(home, ignore_errors=True)
@@ -146,8 +189,12 @@ def run_dag(manual_dir: str, out: str, work_dir: str) -> Measured:
     return measured
 
 
-def _figure(name: str, rounds: list[Measured], num_images: int, input_bytes: int) -> Figure:
-    walls = [m.wall_s for m in rounds]
+def _figure(
+    name: str, rounds: list[Measured], num_images: int, input_bytes: int,
+    walls: list[float] | None = None,
+) -> Figure:
+    """walls: each round's time when it is not the process's (the index step's own)."""
+    walls = walls or [m.wall_s for m in rounds]
     return Figure(
         name, num_images, input_bytes, statistics.median(walls),
         max(m.peak_tree_rss_bytes for m in rounds) / 2**20,
@@ -160,16 +207,31 @@ ONCE_ONLY = ("resize",)  # variants measured in the first round only
 
 
 def bench_one(
-    manual_dir: str, work_dir: str, variants: list[str], with_dag: bool, repeat: int = 1
+    manual_dir: str, work_dir: str, variants: list[str], with_dag: bool, repeat: int = 1,
+    layout: str = "tarballs",
 ) -> list[Figure]:
     input_bytes = _archives_bytes(manual_dir)
     out_ours = os.path.join(work_dir, "out-ours")
     measured: dict[str, list[Measured]] = {}
+    index_walls: dict[str, list[float]] = {}
     num_images = 0
-    for round_ in range(repeat):
-        measured.setdefault("tfds_builder", []).append(
-            run_tfds(manual_dir, os.path.join(work_dir, "out-tfds"))
+    tree = None
+    if layout == "imagefolder":
+        tree = realistic_input.extract_imagefolder(
+            manual_dir, os.path.join(work_dir, os.path.basename(manual_dir) + "-imagefolder")
         )
+    out_tfds = os.path.join(work_dir, "out-tfds")
+    for round_ in range(repeat):
+        if tree:
+            for name, where in (("tarballs", manual_dir), ("imagefolder", tree)):
+                run, seconds, indexed = run_index(where, name)
+                if num_images and indexed != num_images:
+                    raise SystemExit(f"{name}: {indexed} images indexed, not {num_images}")
+                measured.setdefault(f"index_{name}", []).append(run)
+                index_walls.setdefault(f"index_{name}", []).append(seconds)
+        measured.setdefault("tfds_builder", []).append(run_tfds(manual_dir, out_tfds))
+        if tree:  # the tree is a second copy of the input: of TFDS's output keep the metadata
+            _remove_shards(out_tfds)
         ours, num_images = run_ours(manual_dir, out_ours, [])
         measured.setdefault("ours_cli", []).append(ours)
         cached, _ = run_ours(manual_dir, out_ours, [], cached_checks=True)
@@ -179,14 +241,44 @@ def bench_one(
                 continue
             run, _ = run_ours(manual_dir, out_ours, VARIANTS[variant], cached_checks=True)
             measured.setdefault(f"ours_cli_{variant}", []).append(run)
+        if tree:
+            # Into the same data_dir (one output's disk): its first run starts afresh, so
+            # the tree is hashed; the cached run keeps the manifest.
+            out_tree = out_ours
+            from_tarballs = _shard_digests(out_ours)
+            run, _ = run_ours(tree, out_tree, [])
+            if _shard_digests(out_tree) != from_tarballs:
+                raise SystemExit("the tree's shards are not the tarballs': not the same images?")
+            measured.setdefault("ours_imagefolder", []).append(run)
+            run, _ = run_ours(tree, out_tree, [], cached_checks=True)
+            measured.setdefault("ours_imagefolder_cached", []).append(run)
         if with_dag and not round_:
             dag = run_dag(manual_dir, os.path.join(work_dir, "out-dag"), work_dir)
             measured.setdefault("ours_dag", []).append(dag)
-    figures = [_figure(name, runs, num_images, input_bytes) for name, runs in measured.items()]
+    tree_bytes = _tree_bytes(tree) if tree else 0
+    figures = [
+        _figure(name, runs, num_images,
+                tree_bytes if "imagefolder" in name else input_bytes, index_walls.get(name))
+        for name, runs in measured.items()
+        if name != "tfds_builder"
+    ]
+    figures.insert(0, _figure("tfds_builder", measured["tfds_builder"], num_images, input_bytes))
     tfds = figures[0]
+    by_name = {f.name: f for f in figures}
     for figure in figures:
         figure.ratio_to_tfds = tfds.wall_s / figure.wall_s
+        tarballs = by_name.get(TARBALLS_COUNTERPART.get(figure.name, ""))
+        if tarballs:
+            figure.ratio_to_tarballs = tarballs.wall_s / figure.wall_s
     return figures
+
+
+# Each extracted-layout figure, and the tarballs' figure of the same step.
+TARBALLS_COUNTERPART = {
+    "index_imagefolder": "index_tarballs",
+    "ours_imagefolder": "ours_cli",
+    "ours_imagefolder_cached": "ours_cli_cached",
+}
 
 
 def machine() -> dict:
@@ -203,13 +295,17 @@ def machine() -> dict:
 
 def print_table(size_label: str, figures: list[Figure]) -> None:
     print(f"\n{size_label}")
-    print(f"{'run':<22}{'wall s':>9}{'images/s':>10}{'MB/s':>8}{'peak MiB':>10}"
-          f"{'procs':>7}{'vs TFDS':>9}  rounds (wall s)")
+    print(f"{'run':<25}{'wall s':>9}{'images/s':>10}{'MB/s':>8}{'peak MiB':>10}"
+          f"{'procs':>7}{'vs TFDS':>9}{'vs tars':>9}  rounds (wall s)")
     for f in figures:
         rounds = " ".join(f"{w:.2f}" for w in f.wall_s_rounds)
-        print(f"{f.name:<22}{f.wall_s:>9.2f}{f.images_per_s:>10.0f}{f.mb_per_s:>8.0f}"
+        vs_tars = f"{f.ratio_to_tarballs:>8.2f}x" if f.ratio_to_tarballs else f"{'':>9}"
+        print(f"{f.name:<25}{f.wall_s:>9.2f}{f.images_per_s:>10.0f}{f.mb_per_s:>8.0f}"
               f"{f.peak_tree_rss_mib:>10.0f}{f.peak_processes:>7}{f.ratio_to_tfds:>8.2f}x"
-              f"  {rounds}")
+              f"{vs_tars}  {rounds}")
+    if any(f.name.startswith("index_") for f in figures):
+        print("index_*: the listing/index step alone, timed inside its process; peak MiB is "
+              "that process's")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3,
         help="Rounds of TFDS and CLI runs; each figure is the median (default 3).",
     )
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default="tarballs",
+        help="imagefolder: also the same images extracted as an ImageFolder tree, indexed "
+        "and converted beside the tarballs (default: tarballs only).",
+    )
     parser.add_argument("--out", default=None, help="JSON file (default: WORK_DIR/results.json)")
     args = parser.parse_args(argv)
 
@@ -234,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
     os.makedirs(args.work_dir, exist_ok=True)
-    results = {"machine": machine(), "repeat": args.repeat, "runs": []}
+    results = {"machine": machine(), "repeat": args.repeat, "layout": args.layout, "runs": []}
     if args.manual_dir:
         inputs = [(f"input {args.manual_dir}", args.manual_dir)]
     else:
@@ -248,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, (label, manual_dir) in enumerate(inputs):
         figures = bench_one(
             manual_dir, args.work_dir, variants,
-            with_dag=not args.skip_dag and index == 0, repeat=args.repeat,
+            with_dag=not args.skip_dag and index == 0, repeat=args.repeat, layout=args.layout,
         )
         print_table(label, figures)
         sys.stdout.flush()

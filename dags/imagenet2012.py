@@ -1,15 +1,25 @@
 """
 ### ImageNet (ILSVRC 2012) → TFDS-compatible shards
 
-Waits for the hand-downloaded tarballs, verifies them, merges the October 2019 test patch,
+Waits for ImageNet in `manual_dir`, verifies it, merges the October 2019 test patch,
 unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once, converts each requested
 split with an Apache Beam pipeline, publishes
 `DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
 records per split its example count and checksums as an Asset event.
 
-A scheduled run whose archives, settings and published output are unchanged skips the
-conversion and says so. Download the archives from https://image-net.org/download-images
-into `manual_dir`.
+`manual_dir` may hold ImageNet as people hold it (the `layout` param; empty: recognised
+split by split), each giving the same shards:
+
+- **tarballs**: the archives from https://image-net.org/download-images;
+- **imagefolder**: an extracted ImageFolder tree, `train/<wnid>/` (or `train/<wnid>.tar`),
+  `val/` or `validation/` (flat or in class folders), `test/`;
+- **kaggle**: the Kaggle ImageNet Object Localization Challenge copy (`ILSVRC/`,
+  `LOC_synset_mapping.txt`, `LOC_val_solution.csv`);
+- **huggingface**: the Hugging Face `imagenet-1k` archives.
+
+`wait_for_archives` and `verify_archives` log which layout each split was found in, and
+what is missing in that layout's words. A scheduled run whose inputs, settings and
+published output are unchanged skips the conversion and says so.
 """
 
 from __future__ import annotations
@@ -40,16 +50,23 @@ DATAFLOW = "Dataflow (runner = DataflowRunner)"
 
 # Every conversion setting's type, choices and help come from imagenet_beam.settings; the
 # deployment chooses only these defaults.
-params = {
-    name: Param(**spec)
-    for name, spec in settings.form_params(
-        defaults={
-            "manual_dir": os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual"),
-            "data_dir": os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds"),
-            "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar",
-        }
-    ).items()
+form = settings.form_params(
+    defaults={
+        "manual_dir": os.environ.get("IMAGENET_MANUAL_DIR", "/data/imagenet/manual"),
+        "data_dir": os.environ.get("IMAGENET_DATA_DIR", "/data/imagenet/tfds"),
+        "test_patch": "ILSVRC2012_img_test_patch_v10102019.tar",
+    }
+)
+# What the layout dropdown shows for each value (the form would show the empty choice as
+# "null"); the run's conf gets the value.
+form["layout"]["values_display"] = {
+    "null": "any: recognised from what is there, split by split",
+    "tarballs": "tarballs: the archives from image-net.org",
+    "imagefolder": "imagefolder: extracted train/, val/ (or validation/), test/",
+    "kaggle": "kaggle: the Kaggle ImageNet Object Localization Challenge copy",
+    "huggingface": "huggingface: the Hugging Face imagenet-1k archives",
 }
+params = {name: Param(**spec) for name, spec in form.items()}
 params.update({
     "runner": Param(
         dataflow_launch.DIRECT_RUNNER,
@@ -73,7 +90,7 @@ params.update({
         type="number",
         exclusiveMinimum=0,
         title="Wait for archives (minutes)",
-        description="How long a triggered run's wait_for_archives waits for missing archives "
+        description="How long a triggered run's wait_for_archives waits for missing inputs "
         "before failing (a scheduled run waits at most "
         f"{SCHEDULED_WAIT_MINUTES:g} minutes).",
         section=settings.EXECUTION,

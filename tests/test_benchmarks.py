@@ -42,3 +42,43 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     )
     tfds_count = sum(sum(int(n) for n in s["shardLengths"]) for s in tfds_info["splits"])
     assert tfds_count == 120
+
+
+def test_benchmark_measures_an_imagefolder_tree_beside_the_tarballs(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.run", "--num_images=120", "--layout=imagefolder",
+            "--variants=passthrough", "--skip_dag", f"--work_dir={tmp_path}", f"--out={out}",
+            "--repeat=1",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "vs tars" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["layout"] == "imagefolder"
+    figures = {f["name"]: f for f in results["runs"][0]["figures"]}
+    assert set(figures) == {
+        "tfds_builder", "ours_cli", "ours_cli_cached", "index_tarballs", "index_imagefolder",
+        "ours_imagefolder", "ours_imagefolder_cached",
+    }
+    # The same images, extracted: the tree's files are the tarballs' members.
+    tree = tmp_path / "input-120-imagefolder"
+    assert len([p for p in tree.rglob("*.JPEG")]) == 120
+    assert all(p.is_dir() and p.name.startswith("n") for p in (tree / "train").iterdir())
+    assert sorted(p.name for p in tree.iterdir()) == [
+        "extracted_from.json", "test", "train", "val"
+    ]
+    for name, tarballs in (("index_imagefolder", "index_tarballs"),
+                           ("ours_imagefolder", "ours_cli"),
+                           ("ours_imagefolder_cached", "ours_cli_cached")):
+        figure = figures[name]
+        assert figure["num_images"] == 120 and figure["peak_tree_rss_mib"] > 0
+        assert figure["ratio_to_tarballs"] == figures[tarballs]["wall_s"] / figure["wall_s"]
+    # the index step is timed inside its process: well under the process's own wall time
+    assert figures["index_imagefolder"]["wall_s"] < 5
+    # TFDS's shards were removed (the tree is a second copy of the input), its metadata kept
+    tfds_out = tmp_path / "out-tfds" / "imagenet2012" / "5.1.0"
+    assert (tfds_out / "dataset_info.json").exists()
+    assert not list(tfds_out.glob("*.tfrecord*"))

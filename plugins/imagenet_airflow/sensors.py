@@ -1,4 +1,4 @@
-"""Waiting for hand-downloaded archives without holding a worker slot."""
+"""Waiting for ImageNet's files (in any input layout) without holding a worker slot."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ SCHEDULED_WAIT_MINUTES = 5
 
 
 class ImageNetArchivesSensor(BaseSensorOperator):
-    """Succeeds once every archive the requested splits need is in the manual dir.
+    """Succeeds once every requested split is in the manual dir, in one of the input
+    layouts (`imagenet_beam.sources`: the tarballs, an extracted ImageFolder tree, the
+    Kaggle copy, ...), looked for split by split.
 
-    Each look logs what is still missing and where to get it. Runs in reschedule mode by
+    Each look logs which layout it found for each split, what is still missing and, in the
+    words of the layout manual_dir looks like, where to get it; one split there in two
+    layouts fails the task at once, naming both. Runs in reschedule mode by
     default, so a long wait for a 147 GB download frees its worker slot between looks.
     Gives up after `wait_timeout_minutes` (counted from the start of the DAG run) with the
     same list; a scheduled run (`dag_run.run_type` "scheduled") after at most
@@ -85,11 +89,17 @@ class ImageNetArchivesSensor(BaseSensorOperator):
         looking_for = run_settings.replace(
             manual_dir=self.manual_dir, splits=self._splits(), test_patch=self.test_patch or None
         )
-        inputs, message = run.look_for_inputs(looking_for)
+        try:
+            inputs, message = run.look_for_inputs(looking_for)
+        except run.ConvertError as e:  # one split in two layouts: waiting cannot help
+            raise AirflowFailException(str(e)) from None
         if message is None:
-            sources = {split: source.paths for split, source in inputs.splits.items()}
-            self.log.info("all archives are there: %s", sources)
+            sources = {split: source.paths or [source.archive]
+                       for split, source in inputs.splits.items()}
+            self.log.info("every split is there: %s", run.found_text(inputs))
             return PokeReturnValue(is_done=True, xcom_value=sources)
+        if inputs.splits:
+            self.log.info("found %s", run.found_text(inputs))
         dag_run = context["dag_run"]
         started = dag_run.start_date or datetime.datetime.now(datetime.UTC)
         waited = datetime.datetime.now(datetime.UTC) - started

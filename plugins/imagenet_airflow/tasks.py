@@ -64,7 +64,8 @@ def release_lease(params: Mapping, run_id: str) -> None:
 
 def verify_archives(params: Mapping, run_id: str) -> dict:
     """Size, sha256 (against the published values when asked) and readability of every
-    archive the run needs; cached by path, size and modification time."""
+    archive the run needs; an extracted folder counted and every file hashed; cached by
+    path, size and modification time. Logs which input layout each split was found in."""
     from imagenet_beam import run
 
     conversion = settings(params)
@@ -72,20 +73,29 @@ def verify_archives(params: Mapping, run_id: str) -> dict:
         run.check_paths(conversion)
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
-    inputs, missing = run.look_for_inputs(conversion)
+    try:
+        inputs, missing = run.look_for_inputs(conversion)
+    except run.ConvertError as e:  # one split in two layouts
+        raise AirflowFailException(str(e)) from None
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry
+    log.info("found %s", run.found_text(inputs))
     with holding_lease(conversion, run_id):
         run.check_space(conversion, inputs)
         checks = run.check_archives(conversion, inputs)
     for check in checks:
+        counted = getattr(check, "layout", "")  # an extracted folder: no published checksum
         log.info(
-            "%s: %s bytes, sha256 %s%s%s",
+            "%s: %s%s bytes, sha256 %s%s%s%s",
             check.name,
+            f"{check.num_members:,} images, " if counted else "",
             f"{check.size:,}",
-            check.sha256,
-            " (matches the published checksum)" if check.verified_against else "",
+            check.sha256 + (" (of its manifest)" if counted else ""),
+            (" (the counts of full ILSVRC 2012)" if counted else
+             " (matches the published checksum)") if check.verified_against else "",
             " (cached result)" if check.cached else "",
+            f"; {len(check.ignored)} stray file(s) left out, e.g. {check.ignored[0]}"
+            if counted and check.ignored else "",
         )
     return {"inputs": inputs.to_dict(), "archives": [check.to_dict() for check in checks]}
 
