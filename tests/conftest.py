@@ -72,6 +72,30 @@ def read_tfrecord_examples(version_path: str, split: str) -> dict[str, tuple[int
     return out
 
 
+def shard_digests(lineage: dict) -> dict[str, list[str]]:
+    """split → its shards' sha256 in order, from a lineage.json record: what "the same
+    shards" means between two conversions."""
+    return {s: [x["sha256"] for x in info["shards"]] for s, info in lineage["splits"].items()}
+
+
+def published_shard_digests(data_dir) -> dict[str, list[str]]:
+    import json
+
+    with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
+        return shard_digests(json.load(f))
+
+
+def layout_images(directory: str, **overrides):
+    """A small generated image set for writing in every input layout: awkward images
+    included (fixed the same way from any layout), the test split with its patch (every
+    layout but the tarballs holds it patched)."""
+    from imagenet_beam import synthetic
+
+    counts = dict(num_classes=3, train_per_class=4, num_validation=8, num_test=4, num_patched=1,
+                  awkward=["cmyk_tfds_name", "grayscale"], test_archives=("2012", "patch"))
+    return synthetic.generate_manual_dir(directory, **{**counts, **overrides})
+
+
 @pytest.fixture(scope="session")
 def busy_input(tmp_path_factory):
     """Enough images that a conversion takes a while: time to start another beside it."""

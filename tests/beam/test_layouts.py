@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from imagenet_beam import dataset, synthetic, synthetic_layouts
-from tests.conftest import convert, version_dir
+from tests.conftest import convert, published_shard_digests, version_dir
 
 SPLITS = ("train", "validation", "test")
 
@@ -28,11 +28,7 @@ def images(tmp_path_factory):
 
 
 def _shards(data_dir) -> dict[str, list[str]]:
-    with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
-        lineage = json.load(f)
-    return {
-        split: [s["sha256"] for s in info["shards"]] for split, info in lineage["splits"].items()
-    }
+    return published_shard_digests(data_dir)
 
 
 def _lineage(data_dir) -> dict:

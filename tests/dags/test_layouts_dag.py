@@ -10,7 +10,7 @@ import os
 import pytest
 
 from imagenet_beam import dataset, settings, synthetic, synthetic_layouts
-from tests.conftest import convert, version_dir
+from tests.conftest import convert, layout_images, published_shard_digests, version_dir
 from tests.dags.conftest import task_instance, task_states
 from tests.dags.test_sensor_and_checks import ONLY_THE_SENSOR, _exception_text
 
@@ -20,18 +20,7 @@ IMAGEFOLDER = "an extracted ImageFolder tree"
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """The tarballs (test split with its patch, as every extracted copy holds it patched)."""
-    return synthetic.generate_manual_dir(
-        str(tmp_path_factory.mktemp("layouts_dag_tarballs")),
-        num_classes=3, train_per_class=4, num_validation=8, num_test=4, num_patched=1,
-        awkward=["cmyk_tfds_name", "grayscale"], test_archives=("2012", "patch"),
-    )
-
-
-def _shards(data_dir) -> dict[str, list[str]]:
-    with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
-        lineage = json.load(f)
-    return {s: [x["sha256"] for x in info["shards"]] for s, info in lineage["splits"].items()}
+    return layout_images(str(tmp_path_factory.mktemp("layouts_dag_tarballs")))
 
 
 def _log(capfd, caplog=None) -> str:
@@ -83,7 +72,7 @@ def test_an_imagefolder_tree_publishes_the_tarballs_shards(imagenet_dag, images,
     states = task_states(imagenet_dag.dag_id, run.run_id)
     assert str(run.state) == "success", states
     log = _log(capfd, caplog)
-    assert _shards(conf["data_dir"]) == _shards(tarballs_out)
+    assert published_shard_digests(conf["data_dir"]) == published_shard_digests(tarballs_out)
 
     # Both the sensor and verify_archives say where each split was found, in which layout.
     found = (f"train: {IMAGEFOLDER} ({tree}/train); validation: {IMAGEFOLDER} ({tree}/val); "

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from imagenet_beam import storage, synthetic, synthetic_layouts
-from tests.conftest import convert, gcs_client, version_dir
+from tests.conftest import convert, gcs_client, published_shard_digests
 
 VERSION = "imagenet2012/5.1.0"
 
@@ -25,8 +24,7 @@ def test_huggingface_archives_on_gcs_give_the_tarballs_shards(gcs_server, gcs_bu
     )
     convert(images.manual_dir, tmp_path / "local", f"--test_patch={synthetic.PATCH_ARCHIVE}",
             "--num_shards=2")
-    with open(os.path.join(version_dir(tmp_path / "local"), "lineage.json")) as f:
-        local = {s: [x["sha256"] for x in i["shards"]] for s, i in json.load(f)["splits"].items()}
+    local = published_shard_digests(tmp_path / "local")
 
     written = synthetic_layouts.write_layout(images, "huggingface", str(tmp_path / "hf"),
                                              strays=True)

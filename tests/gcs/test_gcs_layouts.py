@@ -10,18 +10,20 @@ import os
 import pytest
 
 from imagenet_beam import storage, synthetic, synthetic_layouts
-from tests.conftest import convert, gcs_client, version_dir
+from tests.conftest import (
+    convert,
+    gcs_client,
+    layout_images,
+    published_shard_digests,
+    shard_digests,
+)
 
 VERSION = "imagenet2012/5.1.0"
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return synthetic.generate_manual_dir(
-        str(tmp_path_factory.mktemp("gcs_layouts_tarballs")),
-        num_classes=3, train_per_class=4, num_validation=8, num_test=4, num_patched=1,
-        awkward=["cmyk_tfds_name", "grayscale"], test_archives=("2012", "patch"),
-    )
+    return layout_images(str(tmp_path_factory.mktemp("gcs_layouts_tarballs")))
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +31,7 @@ def from_tarballs(images, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gcs_layouts_local_out")
     convert(images.manual_dir, data_dir, f"--test_patch={synthetic.PATCH_ARCHIVE}",
             "--num_shards=2")
-    with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
-        return _shards(json.load(f))
-
-
-def _shards(lineage: dict) -> dict[str, list[str]]:
-    return {s: [x["sha256"] for x in info["shards"]] for s, info in lineage["splits"].items()}
+    return published_shard_digests(data_dir)
 
 
 def _upload_tree(local_dir: str, destination: str) -> int:
@@ -90,7 +87,7 @@ def test_storage_lists_one_level_of_a_gcs_prefix(gcs_bucket, tmp_path):
     assert storage.list_dir(base)[1] == ["empty", "train"]
 
 
-def test_a_gcs_imagefolder_tree_gives_the_local_tarballs_shards(images, from_tarballs,
+def test_a_gcs_imagefolder_tree_gives_the_local_tarballsshard_digests(images, from_tarballs,
                                                                  gcs_bucket, tmp_path):
     # class tars in train/ (read by offset with ranged GETs), class folders in val/
     written = synthetic_layouts.write_layout(
@@ -105,7 +102,7 @@ def test_a_gcs_imagefolder_tree_gives_the_local_tarballs_shards(images, from_tar
     first = convert(manual, data_dir, "--num_shards=2", "--debug")
     remote = _blobs(f"{data_dir}/{VERSION}")
     lineage = json.loads(remote["lineage.json"])
-    assert _shards(lineage) == from_tarballs
+    assert shard_digests(lineage) == from_tarballs
     trees = {a["name"]: a for a in lineage["archives"]}
     assert set(trees) == {"imagefolder:train", "imagefolder:validation", "imagefolder:test"}
     assert trees["imagefolder:validation"]["path"] == f"{manual}/val"
@@ -125,7 +122,8 @@ def test_a_gcs_imagefolder_tree_gives_the_local_tarballs_shards(images, from_tar
     again = convert(manual, data_dir, "--num_shards=2", "--force", "--debug")
     log = again.stdout + again.stderr
     assert "hashing" not in log, [line for line in log.splitlines() if "hashing" in line]
-    assert _shards(json.loads(_blobs(f"{data_dir}/{VERSION}")["lineage.json"])) == from_tarballs
+    lineage = json.loads(_blobs(f"{data_dir}/{VERSION}")["lineage.json"])
+    assert shard_digests(lineage) == from_tarballs
 
     # One rewritten image (a new generation, same bytes) is hashed again, alone.
     name = next(p for p in written.files if p.startswith("test/") and p.endswith(".JPEG"))
