@@ -79,6 +79,8 @@ def test_an_imagefolder_tree_publishes_the_tarballs_shards(imagenet_dag, images,
              f"test: {IMAGEFOLDER} ({tree}/test)")
     assert f"every split is there: {found}" in log, log[-5000:]
     assert f"found {found}" in log
+    # and that the devkit, optional, is not there (what it would add)
+    assert f"every split is there: {found}; no devkit (optional: with " in log
     # verify_archives: the counted, hashed trees (no published checksum), strays left out
     count = len(images.split("train"))
     assert f"imagefolder:train: {count:,} images, " in log
