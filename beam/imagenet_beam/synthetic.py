@@ -580,10 +580,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write ILSVRC2012_devkit_t12.tar.gz (tarballs layout): meta.mat in a "
         "shuffled id order, the validation ground truth, the generated train counts",
     )
+    parser.add_argument(
+        "--siblings", action="store_true",
+        help="also write 1percent.txt, 10percent.txt and real.json (tarballs layout), for "
+        "--dataset=imagenet2012_subset/1pct, /10pct and imagenet2012_real",
+    )
     args = parser.parse_args(argv)
     variant = {flag: True for flag in layout_flags if getattr(args, flag)}
-    if args.devkit and (args.layout != synthetic_layouts.TARBALLS or variant):
-        parser.error("--devkit goes with the tarballs layout (image-net.org's downloads)")
+    if (args.devkit or args.siblings) and (args.layout != synthetic_layouts.TARBALLS or variant):
+        parser.error(
+            "--devkit and --siblings go with the tarballs layout (image-net.org's downloads)"
+        )
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
     try:
         options = dict(
@@ -610,6 +617,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.manual_dir, seed=args.seed, generated=generated
                 )
                 lines.append(synthetic_devkit.summary_line(kit))
+            if args.siblings:
+                from imagenet_beam import synthetic_siblings
+
+                siblings = synthetic_siblings.write_sibling_files(
+                    args.manual_dir, generated, seed=args.seed
+                )
+                lines.append(
+                    "subset lists: " + ", ".join(
+                        f"{c} {len(n)} train images" for c, n in siblings.subsets.items()
+                    ) + f"; real.json: {len(siblings.real)} validation entries"
+                )
         else:
             lines = synthetic_layouts.generate_in_layout(
                 args.manual_dir, args.layout, options, **variant
