@@ -580,10 +580,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write ILSVRC2012_devkit_t12.tar.gz (tarballs layout): meta.mat in a "
         "shuffled id order, the validation ground truth, the generated train counts",
     )
+    parser.add_argument(
+        "--bboxes", action="store_true",
+        help="also write ILSVRC2012_bbox_train_v2.tar.gz and ILSVRC2012_bbox_val_v3.tgz "
+        "(tarballs layout): Pascal VOC XML for a subset of the train images and all "
+        "validation images but one, some boxes outside the image, one XML per split for an "
+        "image that does not exist",
+    )
     args = parser.parse_args(argv)
     variant = {flag: True for flag in layout_flags if getattr(args, flag)}
-    if args.devkit and (args.layout != synthetic_layouts.TARBALLS or variant):
-        parser.error("--devkit goes with the tarballs layout (image-net.org's downloads)")
+    for extra in ("devkit", "bboxes"):
+        if getattr(args, extra) and (args.layout != synthetic_layouts.TARBALLS or variant):
+            parser.error(f"--{extra} goes with the tarballs layout (image-net.org's downloads)")
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
     try:
         options = dict(
@@ -610,6 +618,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.manual_dir, seed=args.seed, generated=generated
                 )
                 lines.append(synthetic_devkit.summary_line(kit))
+            if args.bboxes:
+                from imagenet_beam import synthetic_bboxes
+
+                boxes = synthetic_bboxes.write_bboxes(
+                    args.manual_dir, generated, seed=args.seed
+                )
+                lines += synthetic_bboxes.summary_lines(boxes)
         else:
             lines = synthetic_layouts.generate_in_layout(
                 args.manual_dir, args.layout, options, **variant

@@ -78,13 +78,17 @@ def _corners(rng, kind: str, width: int, height: int) -> tuple[float, float, flo
     return xmin, ymin, xmax, ymax
 
 
-def _number_text(value: float) -> str:
+def _number_text(value: float | str) -> str:
+    """Whole numbers as image-net.org writes them, fractions in full; text as given (tests
+    write malformed corners)."""
+    if isinstance(value, str):
+        return value
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def annotation_xml(
     stem: str, folder: str, wnid: str, size: tuple[int, int],
-    corners: Sequence[tuple[float, float, float, float]], *, filename: str | None = None,
+    corners: Sequence[Sequence[float | str]], *, filename: str | None = None,
 ) -> bytes:
     """One annotation, laid out as image-net.org's are."""
     width, height = size
