@@ -68,6 +68,7 @@ GROUP_FILE_SUFFIX = ".json"
 _FORMAT = 1
 _TAR_BUFSIZE = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_CORNERS = ("xmin", "ymin", "xmax", "ymax")
 _PROGRESS_EVERY = 100_000
 _SPOOL_BATCH = 20_000  # annotations held before they go to scratch disk
 
@@ -222,8 +223,10 @@ def parse_annotation(data: bytes, where: str) -> tuple[tuple[Box, ...], int]:
     boxes, clamped = [], 0
     for i, obj in enumerate(root.findall("object"), start=1):
         at = f"{where}, object {i}"
-        name = obj.find("name")
-        corners = [_number(obj, f"bndbox/{c}", at) for c in ("xmin", "ymin", "xmax", "ymax")]
+        name, box = obj.find("name"), obj.find("bndbox")
+        if box is None:
+            raise BoxError(f"{at} has no <bndbox>: {WHAT_TO_DO}")
+        corners = [_number(box, corner, f"{at}: <bndbox>") for corner in _CORNERS]
         xmin, xmax, x_clamped = _span(corners[0], corners[2], width)
         ymin, ymax, y_clamped = _span(corners[1], corners[3], height)
         wnid = (name.text or "").strip() if name is not None else ""
@@ -506,11 +509,13 @@ def _cached(out_dir: str, inputs: dict) -> BoxSummary | None:
 def _clear(out_dir: str) -> None:
     """Removes the summary first (it marks the groups complete), then our group files."""
     files, _ = storage.list_dir(out_dir)
-    ours = [f.name for f in files if f.name == SUMMARY_FILE or (
-        f.name.startswith(GROUP_FILE_PREFIX) and f.name.endswith(GROUP_FILE_SUFFIX))]
-    ours.sort(key=lambda name: name != SUMMARY_FILE)
-    for name in ours:
-        storage.delete_files([storage.join(out_dir, name)])
+    names = {f.name for f in files}
+    if SUMMARY_FILE in names:
+        storage.delete_files([storage.join(out_dir, SUMMARY_FILE)])
+    storage.delete_files([
+        storage.join(out_dir, name) for name in sorted(names)
+        if name.startswith(GROUP_FILE_PREFIX) and name.endswith(GROUP_FILE_SUFFIX)
+    ])
 
 
 def prepare_boxes(train_archive: str | None, val_archive: str | None, out_dir: str) -> BoxSummary:
