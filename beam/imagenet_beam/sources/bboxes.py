@@ -351,6 +351,8 @@ def _read_archive(path: str, split: str) -> Iterator[_Member]:
             f"{path} is not a complete tar.gz ({type(e).__name__}: {e}): the download is "
             f"probably incomplete or corrupt; {WHAT_TO_DO}"
         ) from None
+    except OSError as e:
+        raise BoxError(f"cannot read {path} ({e}): {WHAT_TO_DO}") from None
 
 
 def _image_name(split: str, member: str) -> str | None:
