@@ -232,9 +232,10 @@ def imagenet2012():
         from imagenet_airflow import asset_naming, tasks
 
         validated = tasks.verify_published(params, published)
+        output = tasks.output(params)
         for split, info in validated["splits"].items():
             outlet_events[SPLITS_ALIAS].add(
-                asset_naming.split_asset(validated["version_dir"], split),
+                asset_naming.split_asset(validated["version_dir"], split, output),
                 extra={
                     **asset_naming.split_extra(
                         validated["version_dir"], validated["file_format"], info,

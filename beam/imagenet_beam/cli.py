@@ -116,7 +116,6 @@ def unknown_flags(beam_args: Sequence[str]) -> str | None:
 
 def convert_main(argv: Sequence[str]) -> int:
     from imagenet_beam import pipeline, run
-    from imagenet_beam.layout import OutputLayout
 
     if "--help" in argv or "-h" in argv:
         pipeline.ConvertOptions(["--help"])
@@ -136,7 +135,7 @@ def convert_main(argv: Sequence[str]) -> int:
             inputs = run.find_inputs(settings)
             run_id = settings.run_id or run.new_run_id()
             with run.holding_lease(
-                settings.data_dir, run_id, process_bound=not settings.run_id,
+                run.output_layout(settings), run_id, process_bound=not settings.run_id,
                 ttl=lease.DATAFLOW_TTL_SECONDS if "dataflow" in runner.lower() else None,
             ):
                 staging = run.stage(
@@ -155,7 +154,7 @@ def convert_main(argv: Sequence[str]) -> int:
     if outcome.up_to_date:
         print(outcome.reason)
         return 0
-    print(f"wrote {OutputLayout(settings.data_dir).version_dir}")
+    print(f"wrote {outcome.version_dir}")
     print(_summary(outcome.lineage))
     for note in outcome.lineage.warnings:
         print(f"note: {note}")
@@ -165,20 +164,27 @@ def convert_main(argv: Sequence[str]) -> int:
 def publish_main(argv: Sequence[str]) -> int:
     import argparse
 
-    from imagenet_beam import run
+    from imagenet_beam import layout, run, settings
     from imagenet_beam.layout import OutputLayout
 
     parser = argparse.ArgumentParser(prog="python -m imagenet_beam publish")
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--staging_dir", default=None)
+    for name in ("dataset", "schema"):  # which output was staged
+        setting = settings.BY_NAME[name]
+        parser.add_argument(f"--{name}", default=setting.default, choices=setting.choices,
+                            help=setting.help)
     args = parser.parse_args(argv)
+    output = OutputLayout(args.data_dir, layout.output_for(args.dataset, args.schema))
     try:
-        with run.holding_lease(args.data_dir, run.new_run_id(), process_bound=True):
-            record = run.publish(args.data_dir, args.staging_dir, overwrite=True)
+        with run.holding_lease(output, run.new_run_id(), process_bound=True):
+            record = run.publish(
+                args.data_dir, args.staging_dir, output=output.output, overwrite=True
+            )
     except run.ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {OutputLayout(args.data_dir).version_dir}")
+    print(f"wrote {output.version_dir}")
     print(_summary(record))
     return 0
 

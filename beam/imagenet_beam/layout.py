@@ -9,6 +9,10 @@
           _work/                     per split its input record; index, plan, shard results
         5.1.0.replaced               the previous version, for the moment of the swap
         .5.1.0.lease                 who is writing the version (one writer at a time)
+      imagenet2012_subset/1pct/5.0.0/, imagenet2012_subset/10pct/5.0.0/, imagenet2012_real/1.0.0/
+                                     TFDS's datasets from the same archives, laid out alike
+      imagenet2012_classic/1.0.0/    the classic TF/TPU format: train-NNNNN-of-01024,
+                                     validation-NNNNN-of-00128, lineage.json, report, _COMPLETE
       .imagenet2012-work/            kept between runs: archive-check cache, merged test tar,
         unpacked/                    uncompressed copies of .tar.gz inputs, with their reports
 
@@ -62,26 +66,89 @@ def basename(path: str) -> str:
     return posixpath.basename(path.rstrip("/"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """What a run publishes: a dataset's name, config and version (its directory under
+    DATA_DIR), the splits it has, and how its shards are named.
+
+    TFDS's datasets name shards `<name>-<split>.<format>-NNNNN-of-MMMMM`; the classic
+    TF/TPU format names them `<split>-NNNNN-of-MMMMM` (what its readers glob for).
+    """
+
+    name: str
+    version: str
+    config: str | None = None
+    splits: tuple[str, ...] = dataset.SPLITS
+    classic_names: bool = False
+
+    @property
+    def key(self) -> str:
+        """The `dataset` setting's value for it (imagenet2012, imagenet2012_subset/1pct)."""
+        return f"{self.name}/{self.config}" if self.config else self.name
+
+    @property
+    def directory(self) -> tuple[str, ...]:
+        """Its version directory's parts below DATA_DIR."""
+        return tuple(p for p in (self.name, self.config, self.version) if p)
+
+    def shard_prefix(self, split: str) -> str:
+        """What every shard file of a split starts with, and what its Asset URI ends with."""
+        return split if self.classic_names else f"{self.name}-{split}"
+
+    def shard_file_name(self, split: str, file_format: str, index: int, num_shards: int) -> str:
+        if self.classic_names:
+            return f"{split}-{index:05d}-of-{num_shards:05d}"
+        return f"{self.shard_prefix(split)}.{file_format}-{index:05d}-of-{num_shards:05d}"
+
+
+IMAGENET2012 = Output(dataset.DATASET_NAME, dataset.VERSION)
+CLASSIC = Output(
+    "imagenet2012_classic", "1.0.0", splits=(dataset.TRAIN, dataset.VALIDATION),
+    classic_names=True,
+)
+# TFDS's datasets from the same archives (their names, configs and versions as in TFDS).
+SIBLINGS = (
+    Output("imagenet2012_subset", "5.0.0", "1pct", (dataset.TRAIN, dataset.VALIDATION)),
+    Output("imagenet2012_subset", "5.0.0", "10pct", (dataset.TRAIN, dataset.VALIDATION)),
+    Output("imagenet2012_real", "1.0.0", splits=(dataset.VALIDATION,)),
+)
+TFDS_OUTPUTS = {o.key: o for o in (IMAGENET2012, *SIBLINGS)}
+OUTPUTS = (*TFDS_OUTPUTS.values(), CLASSIC)
+_TFDS_SHARD = re.compile(
+    "(" + "|".join(sorted({re.escape(o.name) for o in OUTPUTS if not o.classic_names}))
+    + r")-([a-z]+)\.([a-z_]+)-\d{5}-of-\d{5}"
+)
+_CLASSIC_SHARD = re.compile(r"([a-z]+)-\d{5}-of-\d{5}")
+
+
+def output_for(dataset_key: str, schema: str) -> Output:
+    """The output of the `dataset` and `schema` settings (checked by `settings`)."""
+    return CLASSIC if schema == "classic" else TFDS_OUTPUTS[dataset_key]
+
+
 def shard_prefix(split: str) -> str:
-    """What every shard file of a split starts with, and what its Asset URI ends with."""
-    return f"{dataset.DATASET_NAME}-{split}"
+    """imagenet2012's shard prefix (see `Output.shard_prefix`)."""
+    return IMAGENET2012.shard_prefix(split)
 
 
-def shard_file_name(split: str, file_format: str, index: int, num_shards: int) -> str:
+def shard_file_name(
+    split: str, file_format: str, index: int, num_shards: int, output: Output = IMAGENET2012
+) -> str:
     """TFDS's shard name: imagenet2012-train.tfrecord-00000-of-01024."""
-    return f"{shard_prefix(split)}.{file_format}-{index:05d}-of-{num_shards:05d}"
+    return output.shard_file_name(split, file_format, index, num_shards)
 
 
 def shard_file_format(name: str) -> str | None:
-    """The file format a shard's name says (imagenet2012-train.tfrecord-00000-of-01024)."""
-    match = re.fullmatch(
-        re.escape(dataset.DATASET_NAME) + r"-[a-z]+\.([a-z_]+)-\d{5}-of-\d{5}", name
-    )
-    return match.group(1) if match else None
+    """The file format a shard's name says (imagenet2012-train.tfrecord-00000-of-01024;
+    a classic shard, train-00000-of-01024, is TFRecord)."""
+    match = _TFDS_SHARD.fullmatch(name)
+    if match:
+        return match.group(3)
+    return "tfrecord" if _CLASSIC_SHARD.fullmatch(name) else None
 
 
 def is_shard_file(name: str) -> bool:
-    return name.startswith(dataset.DATASET_NAME + "-")
+    return shard_file_format(name) is not None
 
 
 # What a version directory holds besides its shards (TFDS's files and ours).
@@ -93,30 +160,39 @@ VERSION_FILES = frozenset(
 
 def is_version_file(name: str) -> bool:
     """A file name a version directory of TFDS's or ours holds (a shard or metadata)."""
-    return name in VERSION_FILES or ("/" not in name and is_shard_file(name))
+    return name in VERSION_FILES or "/" not in name and (
+        is_shard_file(name) or name.endswith(".labels.txt")  # imagenet2012_real has two
+    )
 
 
 def is_split_shard(name: str, split: str) -> bool:
-    return name.startswith(shard_prefix(split) + ".")
+    """A shard of this split, of any output."""
+    tfds_match = _TFDS_SHARD.fullmatch(name)
+    if tfds_match:
+        return tfds_match.group(2) == split
+    classic_match = _CLASSIC_SHARD.fullmatch(name)
+    return bool(classic_match) and classic_match.group(1) == split
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """The paths of one data_dir (local or gs://)."""
+    """The paths of one output (imagenet2012 unless told) in one data_dir (local or gs://)."""
 
     data_dir: str
+    output: Output = IMAGENET2012
 
     @property
     def dataset_dir(self) -> str:
-        return join(self.data_dir, dataset.DATASET_NAME)
+        """The folder holding the version folder (for a config: the config's folder)."""
+        return join(self.data_dir, *self.output.directory[:-1])
 
     @property
     def version_dir(self) -> str:
-        return join(self.dataset_dir, dataset.VERSION)
+        return join(self.dataset_dir, self.output.version)
 
     @property
     def staging_dir(self) -> str:
-        return join(self.dataset_dir, "." + dataset.VERSION + STAGING_SUFFIX)
+        return join(self.dataset_dir, "." + self.output.version + STAGING_SUFFIX)
 
     @property
     def replaced_dir(self) -> str:
@@ -125,7 +201,7 @@ class OutputLayout:
     @property
     def lease_file(self) -> str:
         """The version's lease record (see `lease`): beside it, never inside."""
-        return join(self.dataset_dir, "." + dataset.VERSION + LEASE_SUFFIX)
+        return join(self.dataset_dir, "." + self.output.version + LEASE_SUFFIX)
 
     @property
     def run_work_dir(self) -> str:

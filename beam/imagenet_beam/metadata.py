@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from imagenet_beam import dataset, stats, storage
+from imagenet_beam import dataset, layout, stats, storage
 from imagenet_beam.layout import LINEAGE_FILE
 from imagenet_beam.shards import ShardResult
 
@@ -27,17 +27,27 @@ def _split_shards(results: Iterable[ShardResult]) -> dict[str, list[ShardResult]
     return by_split
 
 
+def _tfds_builder(output: layout.Output, data_dir: str, file_format: str):
+    """TFDS's own builder of the output (never run: its DatasetInfo is what we need)."""
+    import importlib
+
+    module = importlib.import_module(
+        f"tensorflow_datasets.datasets.{output.name}.{output.name}_dataset_builder"
+    )
+    kwargs = {"config": output.config} if output.config else {}
+    return module.Builder(data_dir=data_dir, file_format=file_format, **kwargs)
+
+
 def write_tfds_metadata(
-    version_dir: str, file_format: str, results: Iterable[ShardResult]
+    version_dir: str, file_format: str, results: Iterable[ShardResult],
+    output: layout.Output = layout.IMAGENET2012,
 ) -> list[str]:
-    """Writes dataset_info.json, features.json and label.labels.txt; returns their names."""
+    """Writes dataset_info.json, features.json and label.labels.txt (or what the output's
+    TFDS builder writes: its own DatasetInfo); returns their names."""
     import tensorflow_datasets as tfds
-    from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder
 
     with storage.scratch_dir() as scratch:
-        builder = imagenet2012_dataset_builder.Builder(
-            data_dir=os.path.join(scratch, "builder"), file_format=file_format
-        )
+        builder = _tfds_builder(output, os.path.join(scratch, "builder"), file_format)
         info = builder.info
         split_infos = [
             tfds.core.SplitInfo(
@@ -46,7 +56,7 @@ def write_tfds_metadata(
                 num_bytes=sum(s.num_bytes for s in shards),
                 filename_template=tfds.core.ShardedFileTemplate(
                     data_dir=builder.data_dir,
-                    dataset_name=dataset.DATASET_NAME,
+                    dataset_name=output.name,
                     split=split,
                     filetype_suffix=file_format,
                 ),

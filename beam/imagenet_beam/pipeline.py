@@ -17,8 +17,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from imagenet_beam import dataset, plan, shards, storage
+from imagenet_beam import dataset, layout, plan, shards, storage
 from imagenet_beam.errors import DataError, from_os_error
+from imagenet_beam.formats import schemas
 from imagenet_beam.layout import StagingLayout
 from imagenet_beam.settings import Settings, add_arguments
 from imagenet_beam.sources import MemberRef, Source
@@ -42,7 +43,8 @@ def _write_members(path: str, members) -> None:
     """Member descriptors as compact JSON; `_read_members` gives back equal MemberRefs."""
     by_archive: dict[str, list] = {}
     for m in members:
-        by_archive.setdefault(m.archive, []).append([m.offset, m.size, m.file_name, m.label])
+        row = [m.offset, m.size, m.file_name, m.label]
+        by_archive.setdefault(m.archive, []).append(row if m.extra is None else [*row, m.extra])
     text = json.dumps(
         {"split": members[0].split if members else None, "archives": by_archive},
         separators=(",", ":"),
@@ -53,9 +55,9 @@ def _write_members(path: str, members) -> None:
 def _read_members(path: str) -> list[MemberRef]:
     record = json.loads(storage.read_bytes(path))
     return [
-        MemberRef(record["split"], archive, offset, size, file_name, label)
+        MemberRef(record["split"], archive, *row)
         for archive, rows in record["archives"].items()
-        for offset, size, file_name, label in rows
+        for row in rows
     ]
 
 
@@ -64,8 +66,7 @@ def _read_ordered_members(path: str) -> tuple[MemberRef, ...]:
     record = json.loads(storage.read_bytes(path))
     names = record["archives_in_order"]
     return tuple(
-        MemberRef(record["split"], names[a], offset, size, file_name, label)
-        for a, offset, size, file_name, label in record["members"]
+        MemberRef(record["split"], names[row[0]], *row[1:]) for row in record["members"]
     )
 
 
@@ -78,6 +79,7 @@ def _write_ordered_members(path: str, spec: plan.ShardSpec) -> None:
             "archives_in_order": names,
             "members": [
                 [number[m.archive], m.offset, m.size, m.file_name, m.label]
+                + ([] if m.extra is None else [m.extra])
                 for m in spec.members
             ],
         },
@@ -168,12 +170,14 @@ def _work_items(split_input: tuple[str, str], source: Source, staging: StagingLa
 class IndexMembersFn(beam.DoFn):
     """One work item → its member descriptors in a file; yields (split, that file).
     devkit: the ILSVRC devkit (`sources.devkit.Devkit`) when manual_dir has it: every
-    validation label must be its ground truth's."""
+    validation label must be its ground truth's. schema: the output's
+    (`formats.schemas.Schema`, configured): which members it keeps, what it attaches."""
 
-    def __init__(self, source: Source, staging: StagingLayout, devkit=None):
+    def __init__(self, source: Source, staging: StagingLayout, devkit=None, schema=None):
         self._source = source
         self._staging = staging
         self._devkit = devkit
+        self._schema = schema
         self.indexed = Metrics.counter(METRICS_NAMESPACE, "images_indexed")
 
     def process(self, item):
@@ -187,6 +191,8 @@ class IndexMembersFn(beam.DoFn):
             if self._devkit is not None and split == dataset.VALIDATION:
                 for ref in refs:
                     self._devkit.check_validation_label(ref.file_name, ref.label)
+            if self._schema is not None:
+                refs = self._schema.select(split, refs)
             if refs:
                 _write_members(index_file, refs)
         if guard.failed:
@@ -201,13 +207,14 @@ class IndexArchives(beam.PTransform):
 
     def __init__(
         self, source: Source, inputs: list[tuple[str, str]], staging: StagingLayout,
-        devkit=None,
+        devkit=None, schema=None,
     ):
         super().__init__()
         self._source = source
         self._inputs = inputs
         self._staging = staging
         self._devkit = devkit
+        self._schema = schema
 
     def expand(self, pbegin):
         return (
@@ -216,18 +223,24 @@ class IndexArchives(beam.PTransform):
             | "ListWorkItems" >> beam.FlatMap(_work_items, self._source, self._staging)
             | "SpreadWorkItems" >> beam.Reshuffle()
             | "IndexMembers"
-            >> beam.ParDo(IndexMembersFn(self._source, self._staging, self._devkit))
+            >> beam.ParDo(
+                IndexMembersFn(self._source, self._staging, self._devkit, self._schema)
+            )
         )
 
 
-def _plan_group(group, num_shards, staging: StagingLayout):
-    """One split: read every index file, sort by TFDS key, cut, write each shard's list."""
+def _plan_group(group, num_shards, staging: StagingLayout, schema=None):
+    """One split: read every index file, sort by TFDS key, cut, write each shard's list.
+    Without num_shards, the schema's count for the split (classic: 1024 train), else
+    TFDS's rule."""
     split, index_files = group
     if failed_already(staging, split):
         return
     members = [m for path in sorted(index_files) for m in _read_members(path)]
     planned = []
     with RecordedErrors(staging, f"{split}-plan", staging.staging_dir) as guard:
+        if num_shards is None and schema is not None:
+            num_shards = schema.default_num_shards(split, len(members))
         specs = plan.plan_split(split, members, num_shards)
         del members
         for spec in specs:
@@ -243,25 +256,28 @@ def _plan_group(group, num_shards, staging: StagingLayout):
 class PlanShards(beam.PTransform):
     """Per split: sort member descriptors by TFDS key and cut them into shards."""
 
-    def __init__(self, num_shards: int | None, staging: StagingLayout):
+    def __init__(self, num_shards: int | None, staging: StagingLayout, schema=None):
         super().__init__()
         self._num_shards = num_shards
         self._staging = staging
+        self._schema = schema
 
     def expand(self, index_files):
         return (
             index_files
             | "GroupBySplit" >> beam.GroupByKey()
-            | "CutIntoShards" >> beam.FlatMap(_plan_group, self._num_shards, self._staging)
+            | "CutIntoShards"
+            >> beam.FlatMap(_plan_group, self._num_shards, self._staging, self._schema)
             | "SpreadShards" >> beam.Reshuffle()
         )
 
 
 class WriteShardFn(beam.DoFn):
-    def __init__(self, settings: Settings, source: Source, staging: StagingLayout):
+    def __init__(self, settings: Settings, source: Source, staging: StagingLayout, schema):
         self._settings = settings
         self._source = source
         self._staging = staging
+        self._schema = schema
         self.read = Metrics.counter(METRICS_NAMESPACE, "images_read")
         self.written = Metrics.counter(METRICS_NAMESPACE, "images_written")
         self.fixed = Metrics.counter(METRICS_NAMESPACE, "images_fixed")
@@ -282,7 +298,7 @@ class WriteShardFn(beam.DoFn):
             self._staging, f"{split}-{index:05d}", self._staging.staging_dir
         ) as guard:
             result = shards.write_shard(
-                spec, self._settings, self._source, self._staging.staging_dir
+                spec, self._settings, self._source, self._staging.staging_dir, self._schema
             )
             del spec
             storage.write_bytes(
@@ -303,9 +319,9 @@ class WriteShardFn(beam.DoFn):
 class WriteShards(beam.PTransform):
     """Each shard: read its members by offset, fix, encode, write; record its checksum."""
 
-    def __init__(self, settings: Settings, source: Source, staging: StagingLayout):
+    def __init__(self, settings: Settings, source: Source, staging: StagingLayout, schema):
         super().__init__()
-        self._fn = WriteShardFn(settings, source, staging)
+        self._fn = WriteShardFn(settings, source, staging, schema)
 
     def expand(self, tasks):
         return tasks | "WriteShard" >> beam.ParDo(self._fn)
@@ -318,13 +334,17 @@ def build_pipeline(
     settings: Settings,
     staging: StagingLayout,
     devkit=None,
+    schema=None,
 ):
     """inputs: (split, path) pairs. The index and plan files go to the staging work dir
-    (removed with it when publishing). devkit: see `IndexMembersFn`. Returns the
+    (removed with it when publishing). devkit: see `IndexMembersFn`. schema: the
+    output's (`formats.schemas`, configured); default: imagenet2012's. Returns the
     PCollection of (split, shard, count)."""
+    if schema is None:
+        schema = schemas.for_output(layout.IMAGENET2012)
     return (
         pipeline
-        | "IndexArchives" >> IndexArchives(source, inputs, staging, devkit)
-        | "PlanShards" >> PlanShards(settings.num_shards, staging)
-        | "WriteShards" >> WriteShards(settings, source, staging)
+        | "IndexArchives" >> IndexArchives(source, inputs, staging, devkit, schema)
+        | "PlanShards" >> PlanShards(settings.num_shards, staging, schema)
+        | "WriteShards" >> WriteShards(settings, source, staging, schema)
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from imagenet_beam import dataset, layout, storage
+from imagenet_beam import layout, storage
 from imagenet_beam.layout import COMPLETE_MARKER, DATASET_INFO_FILE, LINEAGE_FILE
 
 
@@ -26,7 +26,7 @@ def is_published(version_dir: str) -> bool:
     return storage.exists(storage.join(version_dir, COMPLETE_MARKER))
 
 
-def completion_record(version_dir: str) -> dict:
+def completion_record(version_dir: str, output: layout.Output = layout.IMAGENET2012) -> dict:
     """What the marker holds: every file of the version (but itself) with its size, and the
     lineage's sha256, so a reader can tell the marker belongs to the files beside it."""
     prefix = version_dir.rstrip("/") + "/"
@@ -36,8 +36,8 @@ def completion_record(version_dir: str) -> dict:
         if storage.basename(path) != COMPLETE_MARKER
     }
     return {
-        "dataset": dataset.DATASET_NAME,
-        "version": dataset.VERSION,
+        "dataset": output.key,
+        "version": output.version,
         "lineage_sha256": storage.sha256_of(storage.join(version_dir, LINEAGE_FILE)),
         "files": files,
     }
@@ -130,7 +130,7 @@ def unpublish(version_dir: str) -> None:
 def swap_in(staging: str, output: layout.OutputLayout) -> None:
     """Makes the staged version visible, replacing an older one or a killed publication."""
     final = output.version_dir
-    marker = completion_record(staging)
+    marker = completion_record(staging, output.output)
     if not storage.is_remote(final):
         write_completion_marker(staging, marker)
         replaced = output.replaced_dir

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagenet_beam import dataset, formats, layout, metadata, publish, settings, stats, storage
-from imagenet_beam.formats import tfds_schema
+from imagenet_beam.formats import schemas, tfds_schema
 from imagenet_beam.layout import DATASET_INFO_FILE, REPORT_HTML, REPORT_PNG
 
 SAMPLES_PER_SPLIT = 16  # in the page; the picture shows the first PNG_SAMPLES of them
@@ -83,6 +83,12 @@ class VersionView:
     options: dict
     warnings: list[str]
     classes: dict | None = None  # lineage's `classes` (with the devkit)
+    title: str = f"{dataset.DATASET_NAME} {dataset.VERSION}"  # the dataset and its version
+
+    @property
+    def schema(self):
+        """The example schema its records are in (`formats.schemas`)."""
+        return schemas.for_record(self.options)
 
 
 def class_caption(label: int | None) -> str:
@@ -128,6 +134,7 @@ def _from_lineage(version_dir: str, record: metadata.Lineage) -> VersionView:
         dict(record.options),
         list(record.warnings),
         record.classes,
+        f"{record.dataset} {record.version}",
     )
 
 
@@ -194,15 +201,10 @@ def _thumbnail(data: bytes, truncated_ok: bool = False) -> tuple[Any, tuple[int,
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _picture(split: str, record: bytes, reason: str | None = None) -> Picture:
-    example = tfds_schema.parse_example(record)
-    data = example.get(tfds_schema.FEATURE_IMAGE, b"")
-    name = example.get(tfds_schema.FEATURE_FILE_NAME, b"")
+def _picture(split: str, record: bytes, schema, reason: str | None = None) -> Picture:
+    data, name, label = schema.fields(tfds_schema.parse_example(record))
     thumbnail, size = _thumbnail(data)
-    return Picture(
-        split, name.decode("utf-8", "replace"), example.get(tfds_schema.FEATURE_LABEL),
-        thumbnail, size, len(data), reason,
-    )
+    return Picture(split, name, label, thumbnail, size, len(data), reason)
 
 
 def sample_positions(num_examples: int, count: int) -> list[int]:
@@ -268,14 +270,16 @@ def load_pictures(version_dir: str, view: VersionView, record: metadata.Lineage 
             fixed_spots.append(None)  # a lineage written before positions were recorded
     records = _read(version_dir, view.file_format, wanted, offsets)
     for split in view.splits:
-        split.samples = [_picture(split.name, records[spot]) for spot in where[split.name]]
+        split.samples = [
+            _picture(split.name, records[spot], view.schema) for spot in where[split.name]
+        ]
         if split.stats_from_samples:
             split.stats = stats.ImageStats()
             for p in split.samples:
                 split.stats.add(p.label if p.label is not None else -1, p.num_bytes or 0, p.size)
     for picture, spot in zip(view.fixed, fixed_spots, strict=False):
         if spot is not None:
-            read = _picture(picture.split, records[spot], picture.reason)
+            read = _picture(picture.split, records[spot], view.schema, picture.reason)
             picture.label, picture.thumbnail, picture.size = read.label, read.thumbnail, read.size
             picture.num_bytes = read.num_bytes
     if record is not None:
@@ -563,7 +567,7 @@ def _split_headline(split: SplitView) -> str:
 
 def _headline(view: VersionView) -> str:
     counts = " · ".join(f"{s.name} {s.num_examples:,}" for s in view.splits)
-    return (f"{dataset.DATASET_NAME} {dataset.VERSION} ({view.file_format}, made by "
+    return (f"{view.title} ({view.file_format}, made by "
             f"{view.made_by}): {counts}; fixed {len(view.fixed)}, skipped {len(view.skipped)}")
 
 
@@ -610,7 +614,7 @@ def render_html(view: VersionView, charts: dict[str, bytes]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(dataset.DATASET_NAME)} {e(dataset.VERSION)} report</title>",
+        f"<title>{e(view.title)} report</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{e(_headline(view))}</h1>",
         f"<p>Version directory: <code>{e(view.version_dir)}</code></p>",

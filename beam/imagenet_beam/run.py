@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from imagenet_beam import dataset, sources, storage
+from imagenet_beam import dataset, layout, sources, storage
 from imagenet_beam import lease as leases
 from imagenet_beam import publish as publication
 from imagenet_beam.errors import DataError
-from imagenet_beam.layout import OutputLayout, StagingLayout, shard_file_format
+from imagenet_beam.layout import Output, OutputLayout, StagingLayout, shard_file_format
 from imagenet_beam.settings import Settings, SettingsError
 from imagenet_beam.sources import SplitInput
 from imagenet_beam.sources.archive_checks import ArchiveCheck
@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 
 class ConvertError(ValueError):
     """Bad input or settings; the message says what is wrong and what to do."""
+
+
+# --- where the output goes ------------------------------------------------------------
+
+
+def output_of(settings: Settings) -> Output:
+    """What the run publishes: its `dataset` in its `schema` (see `layout.OUTPUTS`)."""
+    return layout.output_for(settings.dataset, settings.schema)
+
+
+def output_layout(settings: Settings) -> OutputLayout:
+    return OutputLayout(settings.data_dir, output_of(settings))
 
 
 # --- refuse before any work ------------------------------------------------------------
@@ -52,7 +64,7 @@ def _within(path: str, directory: str) -> bool:
 def check_paths(settings: Settings) -> None:
     """Refuses, before anything is read or written, folders whose output would land on or
     replace the inputs, and a version directory holding files no conversion wrote."""
-    output = OutputLayout(settings.data_dir)
+    output = output_layout(settings)
     written = {
         "version directory": output.version_dir,
         "staging directory": output.staging_dir,
@@ -112,14 +124,14 @@ def new_run_id() -> str:
 
 @contextlib.contextmanager
 def holding_lease(
-    data_dir: str, run_id: str, *, process_bound: bool, ttl: float | None = None
+    output: OutputLayout, run_id: str, *, process_bound: bool, ttl: float | None = None
 ) -> Iterator[Any]:
     """The version's lease (see `lease`) for a block of work: refused at once, naming the
     holder, when another run has it. A process-bound lease (a command line run) is released
     at the end; a DAG run's task only stops renewing it (the run's last task releases it,
     `release_lease`)."""
     lease = leases.Lease(
-        OutputLayout(data_dir).lease_file, run_id, process_bound=process_bound, ttl=ttl
+        output.lease_file, run_id, process_bound=process_bound, ttl=ttl
     )
     try:
         lease.acquire()
@@ -138,7 +150,7 @@ def release_lease(settings: Settings, run_id: str) -> str:
     """A DAG run's end: removes its staging directory (gone already when it published: a
     failed conversion leaves nothing behind), then releases its lease. What it did, as a
     line; nothing when the lease is no longer the run's (it expired and was taken over)."""
-    lease = leases.Lease(OutputLayout(settings.data_dir).lease_file, run_id, process_bound=False)
+    lease = leases.Lease(output_layout(settings).lease_file, run_id, process_bound=False)
     try:
         lease.acquire()
     except leases.LeaseHeld as e:
@@ -200,8 +212,14 @@ def look_for_inputs(settings: Settings) -> tuple[Inputs, str | None]:
         )
     except ValueError as e:  # sources.LayoutError, a tree that cannot be a split
         raise ConvertError(str(e)) from None
+    from imagenet_beam.formats import schemas
     from imagenet_beam.sources import devkit
 
+    extra = schemas.missing_files(
+        schemas.for_output(output_of(settings)), settings.manual_dir, settings.splits
+    )
+    if extra:
+        missing = f"{missing} {extra}" if missing else extra
     return Inputs(settings.manual_dir, found, devkit.devkit_path(settings.manual_dir)), missing
 
 
@@ -218,6 +236,19 @@ def found_text(inputs: Inputs) -> str:
         "labels are checked against its ground truth and lineage gets the class names)"
     )
     return "; ".join(found)
+
+
+def configured_schema(settings: Settings):
+    """The output's schema (`formats.schemas`) with what manual_dir gives it: a subset's
+    list, ReaL's labels, the classic schema's class texts; a ConvertError when one of
+    those is missing or wrong."""
+    from imagenet_beam.formats import schemas
+    from imagenet_beam.sources import devkit
+
+    try:
+        return schemas.for_output(output_of(settings)).configured(settings)
+    except (schemas.SchemaError, devkit.DevkitError) as e:
+        raise ConvertError(str(e)) from None
 
 
 def read_devkit(settings: Settings):
@@ -330,17 +361,21 @@ def fingerprint(settings: Settings, checks: Sequence[ArchiveCheck | Mapping[str,
     """Identifies a conversion: the archives' content and every setting that shapes output
     (`Setting.shapes_output`), and the producer's version."""
     from imagenet_beam import metadata
+    from imagenet_beam.formats import schemas
 
     rows = [c if isinstance(c, Mapping) else c.to_dict() for c in checks]
     archives = sorted((a["name"], a["size"], a["sha256"]) for a in rows)
-    text = json.dumps(
-        {
-            "archives": archives,
-            "settings": settings.fingerprint_fields(),
-            "producer": metadata.producer()["version"],
-        },
-        sort_keys=True,
+    identity = {
+        "archives": archives,
+        "settings": settings.fingerprint_fields(),
+        "producer": metadata.producer()["version"],
+    }
+    files = schemas.files_identity(
+        schemas.for_output(output_of(settings)), settings.manual_dir, settings.splits
     )
+    if files:  # a subset's list, ReaL's labels
+        identity["output_files"] = files
+    text = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -350,7 +385,7 @@ def up_to_date(settings: Settings, wanted: str) -> str | None:
     files, shard sizes; a full re-read is `verify`'s)."""
     from imagenet_beam import metadata, verify
 
-    final = OutputLayout(settings.data_dir).version_dir
+    final = output_layout(settings).version_dir
     if not publication.is_published(final):
         if storage.list_files(final):
             log.info("%s has no completion marker (an unfinished publication): converting", final)
@@ -374,7 +409,7 @@ def refuse_other_version(settings: Settings, wanted: str) -> None:
     anything else is refused before any work."""
     from imagenet_beam import metadata
 
-    final = OutputLayout(settings.data_dir).version_dir
+    final = output_layout(settings).version_dir
     if publication.is_published(final) and metadata.read_lineage(final).fingerprint == wanted:
         return
     try:
@@ -416,7 +451,7 @@ SPACE_RESERVE_BYTES = 1 << 20
 
 
 def staging_dir(settings: Settings) -> str:
-    return settings.staging_dir or OutputLayout(settings.data_dir).staging_dir
+    return settings.staging_dir or output_layout(settings).staging_dir
 
 
 def prepare_staging(settings: Settings) -> str:
@@ -547,6 +582,7 @@ def stage(
             staged.split_record(split), json.dumps(record, sort_keys=True).encode()
         )
     log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
+    schema = configured_schema(settings)
     with progress.reporting(staged, list(paths), enabled=not no_wait):
         with beam.Pipeline(options=options) as p:
             by_split = {
@@ -555,6 +591,7 @@ def stage(
             pipeline.build_pipeline(
                 p, sources.BySplit(by_split), sorted(paths.items()), settings, staged,
                 devkit=read_devkit(settings) if dataset.VALIDATION in paths else None,
+                schema=schema,
             )
     _raise_recorded_errors(staged, list(paths))
     if no_wait:
@@ -591,6 +628,7 @@ def publish(
     data_dir: str,
     staging: str | None = None,
     *,
+    output: Output = layout.IMAGENET2012,
     overwrite: bool = False,
     splits: Sequence[str] | None = None,
     run_id: str | None = None,
@@ -602,15 +640,28 @@ def publish(
     splits, run_id: publish exactly these splits, staged by this run, or refuse (another
     conversion into the same data_dir must not be mixed in). provenance: fingerprint,
     archives (the checks), test_patch (the merge's report), airflow (the DAG run) —
-    recorded in lineage.json.
+    recorded in lineage.json. output: what was staged (imagenet2012 unless told).
     """
     from imagenet_beam import metadata, report, shards
+    from imagenet_beam.formats import schemas
 
-    output = OutputLayout(data_dir)
+    published = output
+    output = OutputLayout(data_dir, published)
     staged = StagingLayout(staging or output.staging_dir)
     records = _staged_records(staged)
     if not records:
         raise ConvertError(f"nothing is staged in {staged.staging_dir}: run the conversion first")
+    for r in records:
+        given = layout.output_for(
+            r["settings"].get("dataset", dataset.DATASET_NAME),
+            r["settings"].get("schema", "tfds"),
+        )
+        if given != published:
+            raise ConvertError(
+                f"{staged.staging_dir} holds {r['split']} of {given.key} "
+                f"({r['settings'].get('schema', 'tfds')} schema), not {published.key}: "
+                "publish it with the same --dataset and --schema it was converted with"
+            )
     if run_id is not None:
         others = sorted({r["split"] for r in records if r.get("run_id") != run_id})
         if others:
@@ -658,13 +709,17 @@ def publish(
             "again"
         )
     storage.delete_tree(staged.work_dir)
-    metadata.write_tfds_metadata(staged.staging_dir, options["file_format"], results)
+    schemas.for_output(published).write_metadata(
+        staged.staging_dir, options["file_format"], results
+    )
     record = metadata.lineage_record(
         results,
         inputs={r["split"]: r["input"] for r in records},
         options=options,
         warnings=_warnings(results),
         classes=class_record(options.get("manual_dir"), results),
+        dataset=published.key,
+        version=published.version,
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
@@ -709,7 +764,7 @@ def verify(settings: Settings, *, decode: bool = True, checksums: bool = True) -
 
     try:
         return verification.verify_output(
-            OutputLayout(settings.data_dir).version_dir, decode=decode, checksums=checksums
+            output_layout(settings).version_dir, decode=decode, checksums=checksums
         )
     except verification.VerificationError as e:
         raise ConvertError(str(e)) from None
@@ -730,13 +785,13 @@ class Outcome:
 def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     """Every step: the command line's `convert`, under the version's lease from the
     first read of an archive to the end of publishing."""
-    version_dir = OutputLayout(settings.data_dir).version_dir
+    version_dir = output_layout(settings).version_dir
     check_paths(settings)
     check_runner(settings, beam_args)
     inputs = find_inputs(settings)
     log.info("found %s", found_text(inputs))
     run_id = settings.run_id or new_run_id()
-    with holding_lease(settings.data_dir, run_id, process_bound=True) as lease:
+    with holding_lease(output_layout(settings), run_id, process_bound=True) as lease:
         check_space(settings, inputs)
         checks = check_archives(settings, inputs)
         for check in checks:
@@ -765,6 +820,7 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
         record = publish(
             settings.data_dir,
             staged,
+            output=output_of(settings),
             overwrite=True,
             splits=settings.splits,
             run_id=run_id,

@@ -16,13 +16,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from imagenet_beam import dataset
+from imagenet_beam import dataset, layout
 
 TFRECORD = "tfrecord"
 ARRAY_RECORD = "array_record"
 FILE_FORMATS = (TFRECORD, ARRAY_RECORD)  # each is one class in formats/
 # The input layouts, each one module in sources/ (its `SOURCES` table has these names).
 LAYOUTS = ("tarballs", "imagefolder", "kaggle", "huggingface")
+# What is written: TFDS's datasets (imagenet2012 and its siblings from the same archives),
+# each in TFDS's example schema, or imagenet2012 in the classic TF/TPU schema.
+DATASETS = tuple(layout.TFDS_OUTPUTS)
+TFDS_SCHEMA = "tfds"
+CLASSIC_SCHEMA = "classic"
+SCHEMAS = (TFDS_SCHEMA, CLASSIC_SCHEMA)
 ON_CORRUPT_FAIL = "fail"
 ON_CORRUPT_SKIP = "skip"
 ON_CORRUPT_POLICIES = (ON_CORRUPT_FAIL, ON_CORRUPT_SKIP)
@@ -218,6 +224,23 @@ SETTINGS: tuple[Setting, ...] = (
         section=INPUT,
     ),
     Setting(
+        "dataset", "str", dataset.DATASET_NAME, "Dataset",
+        "Which TFDS dataset to write from the archives: imagenet2012; "
+        "imagenet2012_subset/1pct or /10pct (train limited to SimCLR's 1percent.txt or "
+        "10percent.txt, put in manual_dir; validation whole); imagenet2012_real (validation "
+        "with the ReaL labels of real.json, put in manual_dir). Each goes to its own "
+        "DATA_DIR/<name>/[<config>/]<version>/ as TFDS lays it out.",
+        section=INPUT, choices=DATASETS, shapes_output=True,
+    ),
+    Setting(
+        "schema", "str", TFDS_SCHEMA, "Example schema",
+        "tfds: TFDS's features (tfds.load reads it). classic: the format of the classic "
+        "TensorFlow converters that the TPU ResNet, the TF Model Garden and MLPerf read "
+        "(image/encoded, image/class/label 1-1000, boxes; train-00000-of-01024 ...), into "
+        "DATA_DIR/imagenet2012_classic/1.0.0/; train and validation, TFRecord only.",
+        choices=SCHEMAS, shapes_output=True,
+    ),
+    Setting(
         "file_format", "str", TFRECORD, "File format",
         "Shard format: tfrecord (tfds.load / as_dataset) or array_record (as_data_source, "
         "random access).",
@@ -287,6 +310,32 @@ BY_NAME = {s.name: s for s in SETTINGS}
 _ALIASES = {alias: s.name for s in SETTINGS for alias in s.aliases}
 
 
+def _combined(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings that depend on each other: refused together, or the splits narrowed to
+    the ones the output has (imagenet2012_real has only validation)."""
+    if values["schema"] == CLASSIC_SCHEMA:
+        if values["dataset"] != dataset.DATASET_NAME:
+            raise SettingsError(
+                f"--schema=classic writes {dataset.DATASET_NAME} only, not "
+                f"--dataset={values['dataset']}: drop one of the two"
+            )
+        if values["file_format"] != TFRECORD:
+            raise SettingsError(
+                "--schema=classic is TFRecord (what its readers read): drop "
+                f"--file_format={values['file_format']}"
+            )
+    output = layout.output_for(values["dataset"], values["schema"])
+    if values["splits"] is not None:
+        kept = [s for s in values["splits"] if s in output.splits]
+        if not kept:
+            raise SettingsError(
+                f"--splits={','.join(values['splits'])}: {output.key} has only "
+                f"{', '.join(output.splits)}"
+            )
+        values["splits"] = kept
+    return values
+
+
 class Settings:
     """One conversion's settings, validated; read them as attributes (`settings.file_format`)."""
 
@@ -310,7 +359,7 @@ class Settings:
             name = _ALIASES.get(key)
             if name and values.get(name, BY_NAME[name].default) == BY_NAME[name].default:
                 values[name] = value
-        return cls({s.name: s.check(values.get(s.name)) for s in SETTINGS})
+        return cls(_combined({s.name: s.check(values.get(s.name)) for s in SETTINGS}))
 
     def __reduce__(self):
         return (Settings, (self._values,))

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 from imagenet_beam import formats, images, layout, stats, storage
 from imagenet_beam.errors import DataError
-from imagenet_beam.formats import tfds_schema
+from imagenet_beam.formats import schemas
+from imagenet_beam.formats.schemas import Schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
 from imagenet_beam.sources import MemberRef, Source
@@ -98,10 +99,11 @@ class MemberNotes:
 
 
 def encode_shard(
-    spec: ShardSpec, settings: Settings, source: Source, notes: MemberNotes
+    spec: ShardSpec, settings: Settings, source: Source, notes: MemberNotes,
+    schema: Schema | None = None,
 ) -> Iterator[tuple[bytes, bytes, bytes]]:
     """The shard's serialized examples in key order, one at a time, each in the three
-    pieces of `tfds_schema.example_parts`.
+    pieces of `tfds_schema.pieces`, in the output's schema (default: imagenet2012's).
 
     Members are read first, as the layout reads them best (an archive's in offset order,
     extracted files in parallel), then encoded in key order;
@@ -113,6 +115,7 @@ def encode_shard(
         contents[(ref.archive, ref.offset)] = data
 
     resize = images.Resize.parse(settings.resize)
+    schema = schema or schemas.for_output(layout.IMAGENET2012)
     written = 0
     for ref in spec.members:
         data = contents.pop((ref.archive, ref.offset))
@@ -136,19 +139,23 @@ def encode_shard(
             notes.fixed.append(_member_note(ref, prepared.fix, index=written))
         notes.stats.add(ref.label, len(prepared.data), prepared.size)
         written += 1
-        yield tfds_schema.example_parts(prepared.data, ref.label, ref.file_name)
+        yield schema.example_parts(ref, prepared)
 
 
 def write_shard(
-    spec: ShardSpec, settings: Settings, source: Source, output_dir: str
+    spec: ShardSpec, settings: Settings, source: Source, output_dir: str,
+    schema: Schema | None = None,
 ) -> ShardResult:
     notes = MemberNotes()
-    name = layout.shard_file_name(spec.split, settings.file_format, spec.index, spec.num_shards)
+    schema = schema or schemas.for_output(layout.IMAGENET2012)
+    name = schema.output.shard_file_name(
+        spec.split, settings.file_format, spec.index, spec.num_shards
+    )
     path = storage.join(output_dir, name)
     shard_format = formats.get(settings.file_format)
     try:
         count, num_bytes, sha256, offsets = shard_format.write(
-            path, encode_shard(spec, settings, source, notes)
+            path, encode_shard(spec, settings, source, notes, schema)
         )
     except BaseException:
         # A partial shard helps nobody, and on a full disk its space is what the error's

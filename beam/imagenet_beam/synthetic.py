@@ -581,6 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shuffled id order, the validation ground truth, the generated train counts",
     )
     parser.add_argument(
+        "--siblings", action="store_true",
+        help="also write 1percent.txt, 10percent.txt and real.json (tarballs layout), for "
+        "--dataset=imagenet2012_subset/1pct, /10pct and imagenet2012_real",
+    )
+    parser.add_argument(
         "--bboxes", action="store_true",
         help="also write ILSVRC2012_bbox_train_v2.tar.gz and ILSVRC2012_bbox_val_v3.tgz "
         "(tarballs layout): Pascal VOC XML for a subset of the train images and all "
@@ -589,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     variant = {flag: True for flag in layout_flags if getattr(args, flag)}
-    for extra in ("devkit", "bboxes"):
+    for extra in ("devkit", "siblings", "bboxes"):
         if getattr(args, extra) and (args.layout != synthetic_layouts.TARBALLS or variant):
             parser.error(f"--{extra} goes with the tarballs layout (image-net.org's downloads)")
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
@@ -618,6 +623,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.manual_dir, seed=args.seed, generated=generated
                 )
                 lines.append(synthetic_devkit.summary_line(kit))
+            if args.siblings:
+                from imagenet_beam import synthetic_siblings
+
+                siblings = synthetic_siblings.write_sibling_files(
+                    args.manual_dir, generated, seed=args.seed
+                )
+                lines.append(
+                    "subset lists: " + ", ".join(
+                        f"{c} {len(n)} train images" for c, n in siblings.subsets.items()
+                    ) + f"; real.json: {len(siblings.real)} validation entries"
+                )
             if args.bboxes:
                 from imagenet_beam import synthetic_bboxes
 

@@ -13,6 +13,7 @@ import os
 import shutil
 
 from imagenet_beam import formats, layout, metadata, publish, storage
+from imagenet_beam.formats import schemas, tfds_schema
 from imagenet_beam.layout import COMPLETE_MARKER, LINEAGE_FILE
 from imagenet_beam.metadata import Lineage
 
@@ -64,6 +65,23 @@ def _decode_one_per_split(version_dir: str, record: Lineage) -> dict:
                 "num_examples": builder.info.splits[split].num_examples,
                 "first_image_shape": list(shape),
             }
+    return decoded
+
+
+def _decode_first_records(version_dir: str, record: Lineage) -> dict:
+    """Without TFDS metadata (the classic schema): the first record of every split, read
+    by offset and parsed as a tf.train.Example; its image decoded by TensorFlow."""
+    import tensorflow as tf
+
+    schema = schemas.for_record(record.options)
+    shard_format = formats.get(record.options["file_format"])
+    decoded = {}
+    for split, info in sorted(record.splits.items()):
+        first = storage.join(version_dir, info.shards[0].file)
+        example = tfds_schema.parse_example(shard_format.read_records(first, [0], {0: 0})[0])
+        image, _, _ = schema.fields(example)
+        shape = tuple(tf.io.decode_jpeg(image, channels=3).shape)
+        decoded[split] = {"num_examples": info.num_examples, "first_image_shape": list(shape)}
     return decoded
 
 
@@ -137,7 +155,10 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
     if problems:
         raise VerificationError(f"{version_dir} does not match its lineage: " + "; ".join(problems))
     if decode:
-        loaded = _decode_one_per_split(version_dir, record)
+        if schemas.for_record(record.options).tfds_metadata:
+            loaded = _decode_one_per_split(version_dir, record)
+        else:
+            loaded = _decode_first_records(version_dir, record)
         for split, facts in loaded.items():
             if facts["num_examples"] != summary["splits"][split]["num_examples"]:
                 raise VerificationError(

@@ -19,17 +19,23 @@ def _uri(path: str) -> str:
     return "file://" + os.path.abspath(path)
 
 
-def split_location(version_dir: str, split: str) -> str:
+def split_location(
+    version_dir: str, split: str, output: layout.Output = layout.IMAGENET2012
+) -> str:
     """A published split: the shards' common prefix (`<version dir>/imagenet2012-<split>`)."""
-    return f"{version_dir.rstrip('/')}/{layout.shard_prefix(split)}"
+    return f"{version_dir.rstrip('/')}/{output.shard_prefix(split)}"
 
 
-def split_asset(version_dir: str, split: str) -> Asset:
-    """One Asset per split and output location, e.g. imagenet2012/5.1.0/train@file:///…"""
+def split_asset(
+    version_dir: str, split: str, output: layout.Output = layout.IMAGENET2012
+) -> Asset:
+    """One Asset per split and output location, e.g. imagenet2012/5.1.0/train@file:///…
+    (imagenet2012_subset/1pct/5.0.0/train@…, imagenet2012_classic/1.0.0/train@… for the
+    other outputs)."""
     return Asset(
-        name=f"{dataset.DATASET_NAME}/{dataset.VERSION}/{split}@{_uri(version_dir)}",
-        uri=split_location(_uri(version_dir), split),
-        group=dataset.DATASET_NAME,
+        name=f"{output.key}/{output.version}/{split}@{_uri(version_dir)}",
+        uri=split_location(_uri(version_dir), split, output),
+        group=output.name,
     )
 
 

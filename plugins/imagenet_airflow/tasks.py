@@ -38,7 +38,7 @@ def holding_lease(conversion, run_id: str) -> Iterator[None]:
     from imagenet_beam import run
 
     try:
-        with run.holding_lease(conversion.data_dir, run_id, process_bound=False):
+        with run.holding_lease(run.output_layout(conversion), run_id, process_bound=False):
             yield
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
@@ -47,11 +47,11 @@ def holding_lease(conversion, run_id: str) -> Iterator[None]:
 def take_lease(params: Mapping, run_id: str) -> str:
     """One writer per version: the run takes the version's lease before it reads or
     writes anything, and holds it until `release_lease`."""
-    from imagenet_beam.layout import OutputLayout
+    from imagenet_beam import run
 
     conversion = settings(params)
     with holding_lease(conversion, run_id):
-        path = OutputLayout(conversion.data_dir).lease_file
+        path = run.output_layout(conversion).lease_file
         log.info("this run holds %s until it has published (or failed)", path)
     return path
 
@@ -204,7 +204,6 @@ def publish(
 ) -> dict:
     """TFDS metadata and lineage.json, then the version directory appears in one step."""
     from imagenet_beam import run
-    from imagenet_beam.layout import OutputLayout
 
     if plan["up_to_date"]:
         log.info("nothing to publish: %s", plan["reason"])
@@ -213,6 +212,7 @@ def publish(
     with holding_lease(conversion, run_info["run_id"]):
         record = run.publish(
             conversion.data_dir,
+            output=run.output_of(conversion),
             overwrite=True,
             splits=conversion.splits,
             run_id=run_info["run_id"],
@@ -221,7 +221,7 @@ def publish(
             test_patch=merged,
             airflow={**run_info, "params": dict(params)},
         )
-    version_dir = OutputLayout(conversion.data_dir).version_dir
+    version_dir = run.output_layout(conversion).version_dir
     return {
         "published": True,
         "version_dir": version_dir,
@@ -229,18 +229,24 @@ def publish(
     }
 
 
+def output(params: Mapping):
+    """What the run publishes (`layout.Output`): imagenet2012 or another dataset/schema."""
+    from imagenet_beam import run
+
+    return run.output_of(settings(params))
+
+
 def verify_published(params: Mapping, published: Mapping) -> dict:
     """Reads the published version back (every shard's sha256 when this run wrote it);
     returns what to record per split."""
     from imagenet_beam import metadata, run
-    from imagenet_beam.layout import OutputLayout
 
     conversion = settings(params)
     try:
         summary = run.verify(conversion, decode=True, checksums=bool(published["published"]))
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
-    version_dir = OutputLayout(conversion.data_dir).version_dir
+    version_dir = run.output_layout(conversion).version_dir
     lineage = metadata.read_lineage(version_dir).to_dict()
     return {
         "version_dir": version_dir,

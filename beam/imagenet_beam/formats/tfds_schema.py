@@ -12,6 +12,7 @@ itself keeps that order). TFDS/tf.data parse the result as any other Example.
 from __future__ import annotations
 
 import functools
+import struct
 
 FEATURE_IMAGE = "image"
 FEATURE_LABEL = "label"
@@ -114,12 +115,42 @@ def example_parts(image: bytes, label: int, file_name: str) -> tuple[bytes, byte
         FEATURE_LABEL: _int64_entry(FEATURE_LABEL, label),
         FEATURE_FILE_NAME: _file_name_head(len(name)) + name,
     }
-    head = b"".join(
-        [*(entries[key] for key in _BEFORE_IMAGE), _bytes_entry_head(FEATURE_IMAGE, len(image))]
+    return pieces(
+        [entries[key] for key in _BEFORE_IMAGE], FEATURE_IMAGE, image,
+        [entries[key] for key in _AFTER_IMAGE],
     )
-    tail = b"".join([entries[key] for key in _AFTER_IMAGE])
+
+
+def pieces(
+    before: list[bytes], image_key: str, image: bytes, after: list[bytes]
+) -> tuple[bytes, bytes, bytes]:
+    """A serialized `tf.train.Example` of these `features` map entries (see `bytes_entry`,
+    `int64_entry`, `float_entry`) with the image's entry between them, in three pieces:
+    everything before the image bytes, the image bytes, everything after."""
+    head = b"".join([*before, _bytes_entry_head(image_key, len(image))])
+    tail = b"".join(after)
     features_length = len(head) + len(image) + len(tail)
     return _prefix(1, features_length) + head, image, tail
+
+
+def bytes_entry(key: str, value: bytes) -> bytes:
+    """A `features` map entry {key: bytes_list {value}}."""
+    return _bytes_entry_head(key, len(value)) + value
+
+
+def int64_entry(key: str, values: list[int] | tuple[int, ...]) -> bytes:
+    """A `features` map entry {key: int64_list {values, packed}}; no values gives an empty
+    int64_list, as protobuf writes one (a Sequence feature of length 0)."""
+    packed = b"".join(_varint(v) for v in values)
+    feature = _field(3, _field(1, packed) if values else b"")
+    return _field(1, _field(1, key.encode("utf-8")) + _field(2, feature))
+
+
+def float_entry(key: str, values: list[float] | tuple[float, ...]) -> bytes:
+    """A `features` map entry {key: float_list {values, packed}} (32-bit floats)."""
+    packed = struct.pack(f"<{len(values)}f", *values)
+    feature = _field(2, _field(1, packed) if values else b"")
+    return _field(1, _field(1, key.encode("utf-8")) + _field(2, feature))
 
 
 def encode_example(image: bytes, label: int, file_name: str) -> bytes:

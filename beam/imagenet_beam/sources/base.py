@@ -28,6 +28,9 @@ class MemberRef(NamedTuple):
     size: int
     file_name: str  # as TFDS names it
     label: int
+    # what the output's schema attaches at index time (`formats.schemas.Schema.select`):
+    # ReaL labels, bounding boxes; None for most outputs
+    extra: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
