@@ -44,7 +44,8 @@ commands:
   check-submission  FILE [--data_dir=OUT] [--split=test|validation]: a submission's shape
   generate  write a small ImageNet-shaped manual dir: image-net.org's tarballs, or with
             --layout=imagefolder|kaggle|kaggle-packed|huggingface another copy's layout
-            (`generate --help`; --devkit adds ILSVRC2012_devkit_t12.tar.gz)
+            (`generate --help`; --devkit adds ILSVRC2012_devkit_t12.tar.gz, --bboxes the
+            bounding-box archives ILSVRC2012_bbox_train_v2.tar.gz, ILSVRC2012_bbox_val_v3.tgz)
 """
 
 DEBUG_FLAG = "--debug"

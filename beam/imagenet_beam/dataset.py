@@ -27,6 +27,23 @@ TEST_ARCHIVE_PATCHED = "ILSVRC2012_img_test_v10102019.tar"
 TEST_ARCHIVE_2012 = "ILSVRC2012_img_test.tar"
 DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
 
+# The bounding boxes (optional; Pascal VOC XML, one file per annotated image). Train:
+# `<wnid>/<wnid>_<n>.xml` (tensorflow/models research/inception: download_imagenet.sh unpacks
+# it, process_bounding_boxes.py reads <dir>/*/*.xml); validation: `val/ILSVRC2012_val_<n>.xml`.
+BBOX_TRAIN_ARCHIVE = "ILSVRC2012_bbox_train_v2.tar.gz"
+BBOX_VALIDATION_ARCHIVE = "ILSVRC2012_bbox_val_v3.tgz"
+BBOX_ARCHIVES = {TRAIN: BBOX_TRAIN_ARCHIVE, VALIDATION: BBOX_VALIDATION_ARCHIVE}
+# md5 as image-net.org's 2012 download page lists them ("20MB", "2.2MB"; quoted alike by
+# several copies of that page). No sha256 or exact size is published, so they are not in
+# PUBLISHED_ARCHIVES: archive_checks records every archive's md5, to compare by hand.
+BBOX_PUBLISHED_MD5 = {
+    BBOX_TRAIN_ARCHIVE: "9271167e2176350e65cfe4e546f14b17",
+    BBOX_VALIDATION_ARCHIVE: "f4cd18b5ea29fe6bbea62ec9c20d80f0",
+}
+# What process_bounding_boxes.py reports for the train archive (its docstring).
+BBOX_TRAIN_XML_FILES = 544_546
+BBOX_TRAIN_BOXES = 615_299
+
 NUM_CLASSES = 1000
 FULL_SPLIT_SIZES = {TRAIN: 1_281_167, VALIDATION: 50_000, TEST: 100_000}
 

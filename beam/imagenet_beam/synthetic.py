@@ -585,12 +585,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write 1percent.txt, 10percent.txt and real.json (tarballs layout), for "
         "--dataset=imagenet2012_subset/1pct, /10pct and imagenet2012_real",
     )
+    parser.add_argument(
+        "--bboxes", action="store_true",
+        help="also write ILSVRC2012_bbox_train_v2.tar.gz and ILSVRC2012_bbox_val_v3.tgz "
+        "(tarballs layout): Pascal VOC XML for a subset of the train images and all "
+        "validation images but one, some boxes outside the image, one XML per split for an "
+        "image that does not exist",
+    )
     args = parser.parse_args(argv)
     variant = {flag: True for flag in layout_flags if getattr(args, flag)}
-    if (args.devkit or args.siblings) and (args.layout != synthetic_layouts.TARBALLS or variant):
-        parser.error(
-            "--devkit and --siblings go with the tarballs layout (image-net.org's downloads)"
-        )
+    for extra in ("devkit", "siblings", "bboxes"):
+        if getattr(args, extra) and (args.layout != synthetic_layouts.TARBALLS or variant):
+            parser.error(f"--{extra} goes with the tarballs layout (image-net.org's downloads)")
     awkward: bool | list[str] = True if args.awkward == "all" else _comma_list(args.awkward)
     try:
         options = dict(
@@ -628,6 +634,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{c} {len(n)} train images" for c, n in siblings.subsets.items()
                     ) + f"; real.json: {len(siblings.real)} validation entries"
                 )
+            if args.bboxes:
+                from imagenet_beam import synthetic_bboxes
+
+                boxes = synthetic_bboxes.write_bboxes(
+                    args.manual_dir, generated, seed=args.seed
+                )
+                lines += synthetic_bboxes.summary_lines(boxes)
         else:
             lines = synthetic_layouts.generate_in_layout(
                 args.manual_dir, args.layout, options, **variant
