@@ -15,6 +15,7 @@
                                      validation-NNNNN-of-00128, lineage.json, report, _COMPLETE
       .imagenet2012-work/            kept between runs: archive-check cache, merged test tar,
         unpacked/                    uncompressed copies of .tar.gz inputs, with their reports
+        bboxes/<split>/              the bounding boxes, one file per train class (classic)
 
 Standard library only: the DAG names Assets and paths at parse time.
 """
@@ -39,6 +40,7 @@ ERRORS_DIR = "errors"  # one file per step that met bad input: its message
 RUN_WORK_DIR = "." + dataset.DATASET_NAME + "-work"
 ARCHIVE_CHECKS_DIR = "archive-checks"
 MERGED_TEST_ARCHIVE = "ILSVRC2012_img_test_merged.tar"
+BOXES_DIR = "bboxes"  # the box archives' annotations, per split and group
 UNPACKED_DIR = "unpacked"  # a .tar.gz input's images, per split, as an uncompressed tar
 
 LINEAGE_FILE = "lineage.json"
@@ -216,6 +218,11 @@ class OutputLayout:
     def merged_test_archive(self) -> str:
         """Where the merged test tar goes (not the manual dir: it is our product)."""
         return join(self.run_work_dir, MERGED_TEST_ARCHIVE)
+
+    def boxes_dir(self, split: str) -> str:
+        """The split's bounding boxes, read from its box archive (`sources.bboxes`) for the
+        classic schema: one small file per train class; kept between runs."""
+        return join(self.run_work_dir, BOXES_DIR, split)
 
     @property
     def unpacked_dir(self) -> str:

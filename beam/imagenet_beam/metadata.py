@@ -122,6 +122,9 @@ class Lineage:
     # with the ILSVRC devkit: the class names (`words`, by label), and train classes whose
     # count differs from its num_train_images (see `run.class_record`)
     classes: dict[str, Any] | None = None
+    # the classic schema with box archives: per split the boxes' counts and the XML files
+    # that went to no image (`run.classic_record`)
+    boxes: dict[str, Any] | None = None
     schema: int = LINEAGE_SCHEMA
     version: str = dataset.VERSION
     dataset: str = dataset.DATASET_NAME  # last: the field's name hides the module below it

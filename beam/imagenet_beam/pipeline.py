@@ -61,6 +61,16 @@ def _read_members(path: str) -> list[MemberRef]:
     ]
 
 
+def indexed_file_names(staging: StagingLayout, split: str) -> set[str]:
+    """The file names of every member the split's index step wrote (the staged index)."""
+    return {
+        m.file_name
+        for path in storage.list_files(staging.index_dir)
+        if storage.basename(path).startswith(f"{split}-")
+        for m in _read_members(path)
+    }
+
+
 def _read_ordered_members(path: str) -> tuple[MemberRef, ...]:
     """A shard's member list, in the key order it was planned in."""
     record = json.loads(storage.read_bytes(path))

@@ -84,6 +84,7 @@ class VersionView:
     warnings: list[str]
     classes: dict | None = None  # lineage's `classes` (with the devkit)
     title: str = f"{dataset.DATASET_NAME} {dataset.VERSION}"  # the dataset and its version
+    boxes: dict | None = None  # lineage's `boxes` (classic schema with box archives)
 
     @property
     def schema(self):
@@ -135,6 +136,7 @@ def _from_lineage(version_dir: str, record: metadata.Lineage) -> VersionView:
         list(record.warnings),
         record.classes,
         f"{record.dataset} {record.version}",
+        record.boxes,
     )
 
 
@@ -690,7 +692,26 @@ def render_html(view: VersionView, charts: dict[str, bytes]) -> str:
                                        for _, n in relabelled[:50])) + "</p>")
     elif view.made_by != "imagenet_beam":
         parts.append("<p>Not recorded: the version has no lineage.json.</p>")
-    if view.classes:
+    if view.classes and view.classes.get("text_from"):
+        parts.append(f"<p>image/class/text from the {e(view.classes['text_from'])}.</p>")
+    if view.boxes:
+        parts.append("<h2>Bounding boxes</h2><table><tr><th>split</th><th>archive</th>"
+                     "<th>XML files</th><th>boxes</th><th>images with boxes</th>"
+                     "<th>clamped to the image</th><th>XML files for no image</th></tr>")
+        for split, b in view.boxes.items():
+            parts.append(
+                f"<tr><td>{e(split)}</td><td>{e(b['archive'])}</td>"
+                + "".join(f'<td class="num">{b[k]:,}</td>' for k in (
+                    "xml_files", "boxes", "images_with_boxes", "clamped_boxes"))
+                + f'<td class="num">{len(b["orphans"]):,}</td></tr>'
+            )
+        parts.append("</table>")
+        orphans = [o for b in view.boxes.values() for o in b["orphans"]]
+        if orphans:
+            parts.append("<p>Not used (listed in lineage.json): " + e(", ".join(
+                f"{o['member']} ({o['reason']})" for o in orphans[:20]
+            )) + (" …" if len(orphans) > 20 else "") + "</p>")
+    if view.classes and view.classes.get("names"):
         names = view.classes.get("names") or []
         wnids = dataset.class_names()
         parts.append(f"<h2>Classes: {len(names)} names from the devkit</h2>")

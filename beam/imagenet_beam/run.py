@@ -243,11 +243,10 @@ def configured_schema(settings: Settings):
     list, ReaL's labels, the classic schema's class texts; a ConvertError when one of
     those is missing or wrong."""
     from imagenet_beam.formats import schemas
-    from imagenet_beam.sources import devkit
 
     try:
         return schemas.for_output(output_of(settings)).configured(settings)
-    except (schemas.SchemaError, devkit.DevkitError) as e:
+    except DataError as e:  # a missing or bad list, label file, devkit or box archive
         raise ConvertError(str(e)) from None
 
 
@@ -708,6 +707,9 @@ def publish(
             "same staging directory; run one conversion per data_dir at a time, then convert "
             "again"
         )
+    extra = {}
+    if published.classic_names:
+        extra = classic_record(options, staged, splits)
     storage.delete_tree(staged.work_dir)
     schemas.for_output(published).write_metadata(
         staged.staging_dir, options["file_format"], results
@@ -717,8 +719,9 @@ def publish(
         inputs={r["split"]: r["input"] for r in records},
         options=options,
         warnings=_warnings(results),
-        classes=class_record(options.get("manual_dir"), results),
+        classes=class_record(options.get("manual_dir"), results, **extra.pop("classes", {})),
         dataset=published.key,
+        **extra,
         version=published.version,
         **provenance,
     )
@@ -730,21 +733,59 @@ def publish(
     return record
 
 
-def class_record(manual_dir: str | None, results) -> dict[str, Any] | None:
+def classic_record(options: Mapping[str, Any], staged: StagingLayout, splits) -> dict:
+    """What lineage records of a classic output beyond the rest: where image/class/text
+    came from, and per split with a box archive its counts and the XML files whose boxes
+    went to no image (read from the staged index before it is removed)."""
+    from imagenet_beam import pipeline
+    from imagenet_beam.formats import classic_schema
+    from imagenet_beam.sources import bboxes, devkit
+
+    manual_dir = options["manual_dir"]
+    text_from = (
+        classic_schema.TEXT_FROM_DEVKIT if devkit.devkit_path(manual_dir)
+        else classic_schema.TEXT_FROM_WNID
+    )
+    archives = bboxes.archive_paths(manual_dir)
+    boxes = {}
+    for split in splits:
+        if split not in archives:
+            continue
+        summary = bboxes.prepare_boxes(  # prepared by the conversion: read from its cache
+            archives.get(dataset.TRAIN) if split == dataset.TRAIN else None,
+            archives.get(dataset.VALIDATION) if split == dataset.VALIDATION else None,
+            OutputLayout(options["data_dir"]).boxes_dir(split),
+        )
+        names = pipeline.indexed_file_names(staged, split)
+        counts = dataclasses.asdict(summary.splits[split])
+        boxes[split] = {
+            **counts,
+            "archive": storage.basename(counts["archive"]),
+            "orphans": [dataclasses.asdict(o) for o in bboxes.orphans(summary, split, names)],
+        }
+    return {"classes": {"text_from": text_from}, "boxes": boxes}
+
+
+def class_record(
+    manual_dir: str | None, results, **more: Any
+) -> dict[str, Any] | None:
     """What lineage records of the classes when manual_dir has the ILSVRC devkit: their
     names (`words`, in label order) and, for a published train split, each class whose
-    count differs from the devkit's num_train_images. None without the devkit."""
+    count differs from the devkit's num_train_images. None without the devkit (and
+    without `more`, which a classic output adds: where its class texts came from)."""
     from imagenet_beam import stats
     from imagenet_beam.sources import devkit
 
     path = devkit.devkit_path(manual_dir) if manual_dir else None
     if path is None:
-        return None
+        return dict(more) or None
     try:
         kit = devkit.read_devkit(path)
     except devkit.DevkitError as e:
         raise ConvertError(str(e)) from None
-    record: dict[str, Any] = {"names_from": path, "names": list(kit.words_by_label())}
+    record: dict[str, Any] = {
+        "names_from": path, "names": list(kit.words_by_label()), **more
+    }
     train = [r.stats for r in results if r.split == dataset.TRAIN]
     if train:
         counts = stats.ImageStats.total(train).labels

@@ -40,8 +40,9 @@ BOX_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmax", "xmin", "ymax", "ymi
 
 
 class ClassicSchema(Schema):
-    """See the module docstring. texts: per TFDS label, the class text; boxes: a
-    `sources.bboxes` boxes directory prepared for this run, or None (no box archives)."""
+    """See the module docstring. texts: per TFDS label, the class text; boxes_dirs: split →
+    its `sources.bboxes` directory prepared for this run (splits without a box archive
+    have none: their images get empty box lists)."""
 
     tfds_metadata = False  # its readers glob the shards; lineage.json says the rest
 
@@ -50,33 +51,50 @@ class ClassicSchema(Schema):
         output: layout.Output = layout.CLASSIC,
         texts: tuple[str, ...] | None = None,
         text_from: str = TEXT_FROM_WNID,
-        boxes_dir: str | None = None,
+        boxes_dirs: dict[str, str] | None = None,
     ):
         self.output = output
         self.texts = texts
         self.text_from = text_from
-        self.boxes_dir = boxes_dir
+        self.boxes_dirs = dict(boxes_dirs or {})
 
-    def configured(self, settings, boxes_dir: str | None = None) -> ClassicSchema:
-        from imagenet_beam.sources import devkit
+    def optional_files(self, splits):
+        return [dataset.BBOX_ARCHIVES[s] for s in splits if s in dataset.BBOX_ARCHIVES]
 
+    def configured(self, settings) -> ClassicSchema:
+        """With the devkit's class names when manual_dir has the devkit, and each requested
+        split's boxes when it has the split's box archive (read once into the work dir,
+        kept for re-runs)."""
+        from imagenet_beam.sources import bboxes, devkit
+
+        boxes_dirs = {}
+        archives = bboxes.archive_paths(settings.manual_dir)
+        for split in settings.splits:
+            if split in archives:
+                out = layout.OutputLayout(settings.data_dir).boxes_dir(split)
+                bboxes.prepare_boxes(
+                    archives.get(dataset.TRAIN) if split == dataset.TRAIN else None,
+                    archives.get(dataset.VALIDATION) if split == dataset.VALIDATION else None,
+                    out,
+                )
+                boxes_dirs[split] = out
         path = devkit.devkit_path(settings.manual_dir)
         if path is None:
-            return ClassicSchema(self.output, None, TEXT_FROM_WNID, boxes_dir)
+            return ClassicSchema(self.output, None, TEXT_FROM_WNID, boxes_dirs)
         words = tuple(devkit.read_devkit(path).words_by_label())
-        return ClassicSchema(self.output, words, TEXT_FROM_DEVKIT, boxes_dir)
+        return ClassicSchema(self.output, words, TEXT_FROM_DEVKIT, boxes_dirs)
 
     def default_num_shards(self, split, num_images):
         return min(CLASSIC_SHARDS.get(split, 1), max(num_images, 1))
 
     def select(self, split, refs):
-        if self.boxes_dir is None or not refs:
+        if split not in self.boxes_dirs or not refs:
             return refs
         from imagenet_beam.sources import bboxes
 
         out = []
         for group, group_refs in _by_box_group(split, refs).items():
-            boxes = bboxes.load_boxes(self.boxes_dir, group)
+            boxes = bboxes.load_boxes(self.boxes_dirs[split], group)
             out += [
                 r._replace(extra=[list(b[:4]) for b in boxes.get(r.file_name, ())])
                 for r in group_refs
@@ -119,10 +137,11 @@ class ClassicSchema(Schema):
 
 
 def _by_box_group(split: str, refs: list) -> dict[str, list]:
-    """Members by the boxes file that holds theirs: a train class's, or validation's."""
-    if split != dataset.TRAIN:
-        return {split: refs}
+    """Members by the boxes file that holds theirs (`bboxes.group_of`): a train class's,
+    or validation's."""
+    from imagenet_beam.sources import bboxes
+
     groups: dict[str, list] = {}
     for ref in refs:
-        groups.setdefault(dataset.class_names()[ref.label], []).append(ref)
+        groups.setdefault(bboxes.group_of(split, ref.file_name), []).append(ref)
     return groups

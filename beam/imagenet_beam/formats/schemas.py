@@ -58,6 +58,10 @@ class Schema(abc.ABC):
         name → where to get it (none can be downloaded from here)."""
         return {}
 
+    def optional_files(self, splits: Iterable[str]) -> list[str]:
+        """Files of manual_dir the output reads when they are there (the box archives)."""
+        return []
+
     def default_num_shards(self, split: str, num_images: int) -> int | None:
         """Shards for a split when --num_shards is not given; None: TFDS's rule."""
         return None
@@ -248,9 +252,10 @@ def missing_files(schema: Schema, manual_dir: str, splits: Iterable[str]) -> str
 def files_identity(schema: Schema, manual_dir: str, splits: Iterable[str]) -> dict[str, str]:
     """name → sha256 of the files the output reads from manual_dir beside the images (so a
     changed list or label file makes the output out of date)."""
+    splits = list(splits)
     return {
         name: storage.sha256_of(storage.join(manual_dir, name))
-        for name in sorted(schema.needed_files(splits))
+        for name in sorted({*schema.needed_files(splits), *schema.optional_files(splits)})
         if storage.exists(storage.join(manual_dir, name))
     }
 
