@@ -224,6 +224,14 @@ SETTINGS: tuple[Setting, ...] = (
         choices=FILE_FORMATS, shapes_output=True,
     ),
     Setting(
+        "tfrecord_index", "bool", False, "DALI index files",
+        "With tfrecord: write <shard>.idx beside every shard, the index NVIDIA DALI's "
+        "TFRecord reader needs (fn.readers.tfrecord's index_path; one 'offset size' line per "
+        "record, as DALI's tfrecord2idx writes), listed in lineage.json and checked by "
+        "verify. Not with array_record, whose shards hold their own index.",
+        shapes_output=True,
+    ),
+    Setting(
         "num_shards", "int", None, "Shards per split",
         "Shards per split. Empty: TFDS's rule (64 MiB – 1 GiB a shard, 1024 for train).",
         minimum=1, nullable=True, shapes_output=True,
@@ -287,6 +295,17 @@ BY_NAME = {s.name: s for s in SETTINGS}
 _ALIASES = {alias: s.name for s in SETTINGS for alias in s.aliases}
 
 
+def _check_together(values: Mapping[str, Any]) -> None:
+    """Settings that are each valid but cannot be given together."""
+    if values["tfrecord_index"] and values["file_format"] != TFRECORD:
+        raise SettingsError(
+            f"--tfrecord_index indexes TFRecord shards for NVIDIA DALI, but "
+            f"--file_format={values['file_format']} writes none (ArrayRecord shards hold "
+            "their own index: read them with Grain's ArrayRecordDataSource); drop "
+            "--tfrecord_index or choose --file_format=tfrecord"
+        )
+
+
 class Settings:
     """One conversion's settings, validated; read them as attributes (`settings.file_format`)."""
 
@@ -310,7 +329,9 @@ class Settings:
             name = _ALIASES.get(key)
             if name and values.get(name, BY_NAME[name].default) == BY_NAME[name].default:
                 values[name] = value
-        return cls({s.name: s.check(values.get(s.name)) for s in SETTINGS})
+        checked = {s.name: s.check(values.get(s.name)) for s in SETTINGS}
+        _check_together(checked)
+        return cls(checked)
 
     def __reduce__(self):
         return (Settings, (self._values,))
