@@ -170,7 +170,8 @@ def write_shard(
     except BaseException:
         # A partial shard helps nobody, and on a full disk its space is what the error's
         # record needs. Its index lives and dies with it.
-        for partial in (path, layout.index_file_name(path)):
+        index = [layout.index_file_name(path)] if settings.tfrecord_index else []
+        for partial in (path, *index):
             with contextlib.suppress(OSError):
                 storage.delete_files([partial])
         raise
