@@ -58,7 +58,8 @@ def read_tfrecord_examples(version_path: str, split: str) -> dict[str, tuple[int
 
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(version_path, f"imagenet2012-{split}.tfrecord-*")))
+    pattern = f"imagenet2012-{split}.tfrecord-?????-of-?????"  # not a DALI .idx beside them
+    files = sorted(glob.glob(os.path.join(version_path, pattern)))
     assert files, f"no {split} shards in {version_path}"
     spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
@@ -70,6 +71,27 @@ def read_tfrecord_examples(version_path: str, split: str) -> dict[str, tuple[int
         ex = tf.io.parse_single_example(raw, spec)
         out[ex["file_name"].numpy().decode()] = (int(ex["label"].numpy()), ex["image"].numpy())
     return out
+
+
+def tfrecord_spans(data: bytes) -> list[tuple[int, int]]:
+    """(offset, size) of every record of a TFRecord file, walked record by record as DALI's
+    tfrecord2idx does (size: the framed record, 8-byte length, 4-byte CRC, data, 4-byte
+    CRC): what each line of its .idx must say."""
+    import struct
+
+    spans, position = [], 0
+    while position < len(data):
+        (length,) = struct.unpack_from("<Q", data, position)
+        size = 8 + 4 + length + 4
+        assert position + size <= len(data), f"a record at {position} runs past the end"
+        spans.append((position, size))
+        position += size
+    return spans
+
+
+def dali_index_lines(data: bytes) -> list[tuple[int, int]]:
+    """The (offset, size) pairs of an .idx file's lines."""
+    return [tuple(int(f) for f in line.split()) for line in data.decode().splitlines()]
 
 
 def shard_digests(lineage: dict) -> dict[str, list[str]]:

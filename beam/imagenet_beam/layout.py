@@ -4,6 +4,7 @@
       imagenet2012/
         5.1.0/                       the published version (what TFDS reads)
           imagenet2012-<split>.<format>-NNNNN-of-MMMMM, dataset_info.json, features.json,
+          imagenet2012-<split>.tfrecord-NNNNN-of-MMMMM.idx (with --tfrecord_index: DALI's),
           label.labels.txt, lineage.json, report.html, report.png, _COMPLETE (written last)
         .5.1.0.incomplete/           staging: shards are written here, then swapped in
           _work/                     per split its input record; index, plan, shard results
@@ -149,7 +150,23 @@ def shard_file_format(name: str) -> str | None:
     return "tfrecord" if _CLASSIC_SHARD.fullmatch(name) else None
 
 
+# A TFRecord shard's record index for NVIDIA DALI (`formats.tfrecord_index`), beside it.
+INDEX_SUFFIX = ".idx"
+
+
+def index_file_name(shard_name: str) -> str:
+    """imagenet2012-train.tfrecord-00000-of-01024.idx: DALI's tfrecord2idx naming."""
+    return shard_name + INDEX_SUFFIX
+
+
+def is_index_file(name: str) -> bool:
+    return name.endswith(INDEX_SUFFIX) and shard_file_format(name[: -len(INDEX_SUFFIX)]) is not None
+
+
 def is_shard_file(name: str) -> bool:
+    """A shard, or a shard's index file: published with the shards, before the metadata."""
+    if name.endswith(INDEX_SUFFIX):
+        name = name[: -len(INDEX_SUFFIX)]
     return shard_file_format(name) is not None
 
 
@@ -161,14 +178,17 @@ VERSION_FILES = frozenset(
 
 
 def is_version_file(name: str) -> bool:
-    """A file name a version directory of TFDS's or ours holds (a shard or metadata)."""
+    """A file name a version directory of TFDS's or ours holds (a shard, a shard's index
+    file, or metadata)."""
     return name in VERSION_FILES or "/" not in name and (
         is_shard_file(name) or name.endswith(".labels.txt")  # imagenet2012_real has two
     )
 
 
 def is_split_shard(name: str, split: str) -> bool:
-    """A shard of this split, of any output."""
+    """A shard of this split (or its index file), of any output."""
+    if name.endswith(INDEX_SUFFIX):
+        name = name[: -len(INDEX_SUFFIX)]
     tfds_match = _TFDS_SHARD.fullmatch(name)
     if tfds_match:
         return tfds_match.group(2) == split

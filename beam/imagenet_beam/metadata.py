@@ -79,6 +79,9 @@ class ShardLineage:
     num_examples: int
     num_bytes: int
     sha256: str
+    # with --tfrecord_index: DALI's index beside the shard, {file, num_bytes, sha256};
+    # None without it, and in a lineage written before it existed
+    index_file: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +160,10 @@ def lineage_record(
             full_imagenet_examples=dataset.FULL_SPLIT_SIZES[split],
             num_shards=len(shards),
             num_bytes=sum(s.num_bytes for s in shards),
-            shards=[ShardLineage(s.file, s.num_examples, s.num_bytes, s.sha256) for s in shards],
+            shards=[
+                ShardLineage(s.file, s.num_examples, s.num_bytes, s.sha256, s.index_file)
+                for s in shards
+            ],
             stats=stats.ImageStats.total(s.stats for s in shards).to_dict(),
         )
         fixed += [dict(split=split, shard=s.file, **f) for s in shards for f in s.fixed]

@@ -247,6 +247,14 @@ SETTINGS: tuple[Setting, ...] = (
         choices=FILE_FORMATS, shapes_output=True,
     ),
     Setting(
+        "tfrecord_index", "bool", False, "DALI index files",
+        "With tfrecord: write <shard>.idx beside every shard, the index NVIDIA DALI's "
+        "TFRecord reader needs (fn.readers.tfrecord's index_path; one 'offset size' line per "
+        "record, as DALI's tfrecord2idx writes), listed in lineage.json and checked by "
+        "verify. Not with array_record, whose shards hold their own index.",
+        shapes_output=True,
+    ),
+    Setting(
         "num_shards", "int", None, "Shards per split",
         "Shards per split. Empty: TFDS's rule (64 MiB – 1 GiB a shard, 1024 for train).",
         minimum=1, nullable=True, shapes_output=True,
@@ -313,6 +321,13 @@ _ALIASES = {alias: s.name for s in SETTINGS for alias in s.aliases}
 def _combined(values: dict[str, Any]) -> dict[str, Any]:
     """Settings that depend on each other: refused together, or the splits narrowed to
     the ones the output has (imagenet2012_real has only validation)."""
+    if values["tfrecord_index"] and values["file_format"] != TFRECORD:
+        raise SettingsError(
+            f"--tfrecord_index indexes TFRecord shards for NVIDIA DALI, but "
+            f"--file_format={values['file_format']} writes none (ArrayRecord shards hold "
+            "their own index: read them with Grain's ArrayRecordDataSource); drop "
+            "--tfrecord_index or choose --file_format=tfrecord"
+        )
     if values["schema"] == CLASSIC_SCHEMA:
         if values["dataset"] != dataset.DATASET_NAME:
             raise SettingsError(

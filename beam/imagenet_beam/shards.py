@@ -10,12 +10,13 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Iterator
 
 from imagenet_beam import formats, images, layout, stats, storage
 from imagenet_beam.errors import DataError
-from imagenet_beam.formats import schemas
+from imagenet_beam.formats import schemas, tfrecord_index
 from imagenet_beam.formats.schemas import Schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
@@ -69,6 +70,7 @@ class ShardResult:
     fixed: list[dict]
     skipped: list[dict]
     stats: dict = dataclasses.field(default_factory=dict)  # `stats.ImageStats.to_dict`
+    index_file: dict | None = None  # with --tfrecord_index: `write_index`'s record
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -142,6 +144,18 @@ def encode_shard(
         yield schema.example_parts(ref, prepared)
 
 
+def write_index(shard_path: str, offsets: tuple[int, ...], num_bytes: int) -> dict:
+    """DALI's index beside the shard (`formats.tfrecord_index`), from the offsets the writer
+    gave; its name, size and sha256, for lineage."""
+    text = tfrecord_index.index_text(offsets, num_bytes)
+    storage.write_bytes(layout.index_file_name(shard_path), text)
+    return {
+        "file": layout.index_file_name(storage.basename(shard_path)),
+        "num_bytes": len(text),
+        "sha256": hashlib.sha256(text).hexdigest(),
+    }
+
+
 def write_shard(
     spec: ShardSpec, settings: Settings, source: Source, output_dir: str,
     schema: Schema | None = None,
@@ -153,22 +167,27 @@ def write_shard(
     )
     path = storage.join(output_dir, name)
     shard_format = formats.get(settings.file_format)
+    index_file = None
     try:
         count, num_bytes, sha256, offsets = shard_format.write(
             path, encode_shard(spec, settings, source, notes, schema)
         )
+        if settings.tfrecord_index:
+            index_file = write_index(path, offsets, num_bytes)
     except BaseException:
         # A partial shard helps nobody, and on a full disk its space is what the error's
-        # record needs.
-        with contextlib.suppress(OSError):
-            storage.delete_files([path])
+        # record needs. Its index lives and dies with it.
+        index = [layout.index_file_name(path)] if settings.tfrecord_index else []
+        for partial in (path, *index):
+            with contextlib.suppress(OSError):
+                storage.delete_files([partial])
         raise
     if offsets is not None:  # the report reads fixed images back by offset
         for note in notes.fixed:
             note["shard_offset"] = offsets[note["index"]]
     return ShardResult(
         spec.split, spec.index, spec.num_shards, name, count, num_bytes, sha256,
-        notes.fixed, notes.skipped, notes.stats.to_dict(),
+        notes.fixed, notes.skipped, notes.stats.to_dict(), index_file,
     )
 
 

@@ -13,9 +13,9 @@ import os
 import shutil
 
 from imagenet_beam import formats, layout, metadata, publish, storage
-from imagenet_beam.formats import schemas, tfds_schema
+from imagenet_beam.formats import schemas, tfds_schema, tfrecord_index
 from imagenet_beam.layout import COMPLETE_MARKER, LINEAGE_FILE
-from imagenet_beam.metadata import Lineage
+from imagenet_beam.metadata import Lineage, ShardLineage
 
 
 class VerificationError(ValueError):
@@ -112,8 +112,37 @@ def published_lineage(version_dir: str) -> Lineage:
     return metadata.read_lineage(version_dir)
 
 
+def _index_problems(version_dir: str, shard: ShardLineage, checksums: bool) -> list[str]:
+    """DALI's index beside a shard (`--tfrecord_index`): its size, and with checksums its
+    sha256 and that its lines are the shard's records (from the index: see
+    `tfrecord_index.index_problems`)."""
+    index = shard.index_file
+    path = storage.join(version_dir, index["file"])
+    if not storage.exists(path):
+        return [f"{index['file']} is missing"]
+    if not checksums:
+        size = storage.size(path)
+        return [] if size == index["num_bytes"] else [
+            f"{index['file']}: bytes {size}, lineage.json says {index['num_bytes']}"
+        ]
+    data = storage.read_bytes(path)
+    problems = [
+        f"{index['file']}: {what} {got}, lineage.json says {want}"
+        for what, want, got in (
+            ("bytes", index["num_bytes"], len(data)),
+            ("sha256", index["sha256"], hashlib.sha256(data).hexdigest()),
+        )
+        if want != got
+    ]
+    return problems + [
+        f"{index['file']}: {problem}"
+        for problem in tfrecord_index.index_problems(data, shard.num_examples, shard.num_bytes)
+    ]
+
+
 def verify_output(version_dir: str, decode: bool = True, checksums: bool = True) -> dict:
-    """Checks every shard's size, sha256 and record count against lineage.json.
+    """Checks every shard's size, sha256 and record count against lineage.json (and its
+    DALI index, where it has one).
 
     checksums=False: sizes only (no read of the shards), for a quick up-to-date check.
     A version without its completion marker (a publication that did not finish) fails.
@@ -145,6 +174,8 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
             for what, want, got in facts:
                 if want != got:
                     problems.append(f"{shard.file}: {what} {got}, lineage.json says {want}")
+            if shard.index_file:
+                problems += _index_problems(version_dir, shard, checksums)
         if total != info.num_examples:
             problems.append(f"{split}: {total} examples, lineage.json says {info.num_examples}")
         summary["splits"][split] = {

@@ -41,6 +41,16 @@ def test_bad_values_are_refused_with_what_to_give(given, message):
     assert str(error.value).startswith(message)
 
 
+def test_a_dali_index_is_only_for_tfrecord_shards():
+    assert Settings.from_mapping({**BASE, "tfrecord_index": "true"}).tfrecord_index is True
+    with pytest.raises(SettingsError) as error:
+        Settings.from_mapping({**BASE, "file_format": "array_record", "tfrecord_index": True})
+    message = str(error.value)
+    assert "--tfrecord_index" in message and "--file_format=array_record" in message
+    assert "ArrayRecordDataSource" in message  # what to read them with instead
+    assert "tfrecord_index" in Settings.from_mapping(BASE).fingerprint_fields()
+
+
 def test_older_names_are_still_taken():
     assert Settings.from_mapping({**BASE, "validate_images": True}).decode_images is True
     assert Settings.from_mapping({**BASE, "validate": True}).decode_images is True

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from imagenet_beam import storage, verify
-from tests.conftest import ROOT, convert, gcs_client
+from tests.conftest import ROOT, convert, dali_index_lines, gcs_client, tfrecord_spans
 from tests.gcs.stalling_proxy import StallingProxy
 
 VERSION = "imagenet2012/5.1.0"
@@ -96,6 +96,25 @@ def test_array_record_is_written_locally_and_uploaded(gcs_manual_dir, gcs_bucket
     assert reader.num_records() == shard["num_examples"] == 14
     reader.close()
     verify.verify_output(f"{gcs_bucket}/{VERSION}", decode=True)
+
+
+def test_dali_index_files_are_staged_and_published_on_gcs(gcs_manual_dir, gcs_bucket):
+    convert(gcs_manual_dir, gcs_bucket, "--tfrecord_index", "--splits=validation",
+            "--num_shards=2")
+    remote = _bucket_files(f"{gcs_bucket}/{VERSION}")
+    lineage = json.loads(remote["lineage.json"])
+    marker = json.loads(remote["_COMPLETE"])
+    shards = lineage["splits"]["validation"]["shards"]
+    assert len(shards) == 2
+    for shard in shards:
+        index = remote[shard["file"] + ".idx"]
+        assert dali_index_lines(index) == tfrecord_spans(remote[shard["file"]])
+        assert shard["index_file"]["sha256"] == hashlib.sha256(index).hexdigest()
+        assert marker["files"][shard["file"] + ".idx"] == len(index)
+    assert set(marker["files"]) == set(remote) - {"_COMPLETE"}
+    staged = [n for n in _bucket_files(gcs_bucket) if ".incomplete" in n]
+    assert staged == []
+    verify.verify_output(f"{gcs_bucket}/{VERSION}", decode=False)
 
 
 def _convert_until_stalled(manual_dir: str, data_dir: str, stall_on: str) -> None:
