@@ -1,7 +1,7 @@
 """Our conversion against TFDS's own `imagenet2012` builder, on the same input, in one run.
 
     python -m benchmarks.run [--num_images 20000 | --manual_dir DIR] [--sizes 10000,40000]
-                             [--variants passthrough,validate,resize] [--skip_dag]
+                             [--variants passthrough,validate,resize,classic] [--skip_dag]
                              [--repeat 3] [--layout tarballs|imagefolder]
 
 For every input size it times, each in a fresh process: TFDS's builder (`tfds build`'s
@@ -50,7 +50,13 @@ VARIANTS = {
     "passthrough": [],
     "validate": ["--decode_images"],
     "resize": ["--resize=shorter:256"],
+    # the classic TF/TPU schema (its own output directory), beside the TFDS schema's
+    # cached run: same input, archive checks cached
+    "classic": ["--schema=classic"],
 }
+# Where each variant's output goes below DATA_DIR (the classic schema has its own).
+OUTPUT_DIRS = {"classic": ("imagenet2012_classic", "1.0.0")}
+TFDS_OUTPUT = ("imagenet2012", "5.1.0")
 TFDS_BUILD = (
     "import sys, tensorflow_datasets as tfds; "
     "b = tfds.builder('imagenet2012', data_dir=sys.argv[2]); "
@@ -131,14 +137,18 @@ def run_ours(
 ) -> tuple[Measured, int]:
     """One CLI conversion into a fresh output. cached_checks: keep what earlier runs left
     in the archive checks' cache (DATA_DIR/.imagenet2012-work), as a re-run finds it."""
-    shutil.rmtree(os.path.join(out, "imagenet2012") if cached_checks else out, ignore_errors=True)
+    output = next(
+        (OUTPUT_DIRS[v] for v, flags in VARIANTS.items() if flags and flags == extra
+         and v in OUTPUT_DIRS), TFDS_OUTPUT,
+    )
+    shutil.rmtree(os.path.join(out, output[0]) if cached_checks else out, ignore_errors=True)
     _settle()
     cmd = [
         PY, "-m", "imagenet_beam", "convert", f"--manual_dir={manual_dir}",
         f"--data_dir={out}", "--runner=DirectRunner", "--verify_checksums=false", *extra,
     ]
     measured = _checked("imagenet_beam convert", run_measured(cmd, _env(), cwd=ROOT))
-    with open(os.path.join(out, "imagenet2012", "5.1.0", "lineage.json")) as f:
+    with open(os.path.join(out, *output, "lineage.json")) as f:
         lineage = json.load(f)
     return measured, sum(s["num_examples"] for s in lineage["splits"].values())
 
@@ -155,7 +165,7 @@ def run_index(manual_dir: str, layout: str) -> tuple[Measured, float, int]:
 
 
 def _shard_digests(out: str) -> dict[str, list[str]]:
-    with open(os.path.join(out, "imagenet2012", "5.1.0", "lineage.json")) as f:
+    with open(os.path.join(out, *TFDS_OUTPUT, "lineage.json")) as f:
         lineage = json.load(f)
     return {s: [x["sha256"] for x in i["shards"]] for s, i in lineage["splits"].items()}
 
@@ -278,6 +288,7 @@ TARBALLS_COUNTERPART = {
     "index_imagefolder": "index_tarballs",
     "ours_imagefolder": "ours_cli",
     "ours_imagefolder_cached": "ours_cli_cached",
+    "ours_cli_classic": "ours_cli_cached",  # the classic schema beside the TFDS schema
 }
 
 
@@ -303,6 +314,9 @@ def print_table(size_label: str, figures: list[Figure]) -> None:
         print(f"{f.name:<25}{f.wall_s:>9.2f}{f.images_per_s:>10.0f}{f.mb_per_s:>8.0f}"
               f"{f.peak_tree_rss_mib:>10.0f}{f.peak_processes:>7}{f.ratio_to_tfds:>8.2f}x"
               f"{vs_tars}  {rounds}")
+    if any(f.name == "ours_cli_classic" for f in figures):
+        print("ours_cli_classic: --schema=classic (archive checks cached); its 'vs tars' is "
+              "against ours_cli_cached, the TFDS schema on the same input")
     if any(f.name.startswith("index_") for f in figures):
         print("index_*: the listing/index step alone, timed inside its process; peak MiB is "
               "that process's")
@@ -314,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=None, help="Comma-separated image counts to run.")
     parser.add_argument("--manual_dir", default=None, help="Benchmark on these archives.")
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work"))
-    parser.add_argument("--variants", default="passthrough,validate,resize")
+    parser.add_argument("--variants", default="passthrough,validate,resize,classic")
     parser.add_argument("--skip_dag", action="store_true")
     parser.add_argument(
         "--repeat", type=int, default=3,
