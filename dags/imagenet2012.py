@@ -66,6 +66,18 @@ form["layout"]["values_display"] = {
     "kaggle": "kaggle: the Kaggle ImageNet Object Localization Challenge copy",
     "huggingface": "huggingface: the Hugging Face imagenet-1k archives",
 }
+form["dataset"]["values_display"] = {
+    "imagenet2012": "imagenet2012: the whole dataset (TFDS 5.1.0)",
+    "imagenet2012_subset/1pct": "imagenet2012_subset/1pct: train as in SimCLR's "
+    "1percent.txt (in manual_dir)",
+    "imagenet2012_subset/10pct": "imagenet2012_subset/10pct: train as in SimCLR's "
+    "10percent.txt (in manual_dir)",
+    "imagenet2012_real": "imagenet2012_real: validation with ReaL's real.json (in manual_dir)",
+}
+form["schema"]["values_display"] = {
+    "tfds": "tfds: TFDS's features (tfds.load)",
+    "classic": "classic: the TF/TPU ResNet, Model Garden and MLPerf format, with boxes",
+}
 params = {name: Param(**spec) for name, spec in form.items()}
 params.update({
     "runner": Param(
