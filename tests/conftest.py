@@ -118,6 +118,25 @@ def layout_images(directory: str, **overrides):
     return synthetic.generate_manual_dir(directory, **{**counts, **overrides})
 
 
+@pytest.fixture(autouse=True)
+def dag_params_restored(request):
+    """A `dag.test()` run's conf stays in the DAG object's params (its tasks run in this
+    process and update them), and `imagenet_dag` is one DAG for the session: after each test
+    that uses it, its params are put back, so no conf leaks into a later test's run."""
+    if "imagenet_dag" not in request.fixturenames:
+        yield
+        return
+    import copy
+
+    dag = request.getfixturevalue("imagenet_dag")
+    saved = {t.task_id: copy.deepcopy(t.params) for t in dag.tasks}
+    dag_params = copy.deepcopy(dag.params)
+    yield
+    dag.params = dag_params
+    for task in dag.tasks:
+        task.params = saved[task.task_id]
+
+
 @pytest.fixture(scope="session")
 def busy_input(tmp_path_factory):
     """Enough images that a conversion takes a while: time to start another beside it."""

@@ -830,9 +830,9 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     check_paths(settings)
     check_runner(settings, beam_args)
     inputs = find_inputs(settings)
-    log.info("found %s", found_text(inputs))
     run_id = settings.run_id or new_run_id()
     with holding_lease(output_layout(settings), run_id, process_bound=True) as lease:
+        log.info("found %s", found_text(inputs))  # (a refused lease is the whole output)
         check_space(settings, inputs)
         checks = check_archives(settings, inputs)
         for check in checks:

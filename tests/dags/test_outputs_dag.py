@@ -14,20 +14,6 @@ from tests.dags.test_imagenet2012_dag import _asset_events
 from tests.dags.test_sensor_and_checks import ONLY_THE_SENSOR, _exception_text
 
 
-@pytest.fixture(autouse=True)
-def params_restored(imagenet_dag):
-    """A dag.test() run's conf stays in the (session's) DAG object's params, where the
-    tasks read it in-process: put the defaults back, so no later test runs classic."""
-    import copy
-
-    saved = {t.task_id: copy.deepcopy(t.params) for t in imagenet_dag.tasks}
-    dag_params = copy.deepcopy(imagenet_dag.params)
-    yield
-    imagenet_dag.params = dag_params
-    for task in imagenet_dag.tasks:
-        task.params = saved[task.task_id]
-
-
 @pytest.fixture(scope="module")
 def two_splits(tmp_path_factory):
     return synthetic.generate_manual_dir(
