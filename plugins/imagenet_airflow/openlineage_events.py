@@ -115,12 +115,14 @@ def dataset_id(path: str) -> tuple[str, str]:
     return f"{scheme}://{authority}", name
 
 
-def split_dataset_id(version_dir: str, split: str) -> tuple[str, str]:
-    """A published split: the shards' common prefix, as in the split's Airflow Asset URI."""
+def split_dataset_id(version_dir: str, split: str, output=None) -> tuple[str, str]:
+    """A published split: the shards' common prefix, as in the split's Airflow Asset URI
+    (output: the `layout.Output` published, imagenet2012 unless told)."""
     from imagenet_airflow.asset_naming import split_location
+    from imagenet_beam import layout
 
     namespace, name = dataset_id(version_dir)
-    return namespace, split_location(name, split)
+    return namespace, split_location(name, split, output or layout.IMAGENET2012)
 
 
 # --- facets -----------------------------------------------------------------------------
@@ -194,17 +196,44 @@ def archive_input(archive: Mapping, *, read_in_this_task: bool):
     )
 
 
-# The features of TFDS's imagenet2012 5.1.0, which every shard's examples have.
+# The features of each output's examples: TFDS's imagenet2012 5.1.0 (and its subsets),
+# imagenet2012_real, and the classic TF/TPU schema.
+_IMAGE = ("image", "Image", "JPEG bytes; tfds.features.Image(shape=(None, None, 3), dtype=uint8)")
+_FILE_NAME = ("file_name", "Text", "the image's member name in the ImageNet archive")
 _SCHEMA_FIELDS = (
-    ("image", "Image", "JPEG bytes; tfds.features.Image(shape=(None, None, 3), dtype=uint8)"),
+    _IMAGE,
     ("label", "ClassLabel", "int64; 1000 classes, -1 for the unlabelled test split"),
-    ("file_name", "Text", "the image's member name in the ImageNet archive"),
+    _FILE_NAME,
+)
+_REAL_FIELDS = (
+    _IMAGE,
+    ("original_label", "ClassLabel", "int64; the ILSVRC 2012 validation label"),
+    ("real_label", "Sequence(ClassLabel)", "int64 list; ReaL's labels, possibly none"),
+    _FILE_NAME,
+)
+_CLASSIC_FIELDS = (
+    ("image/encoded", "bytes", "RGB JPEG"),
+    ("image/class/label", "int64", "1-1000: TFDS's label + 1 (0 is background)"),
+    ("image/class/synset", "bytes", "the wnid"),
+    ("image/class/text", "bytes", "the devkit's words for the class, else the wnid"),
+    ("image/filename", "bytes", "the image's member name in the ImageNet archive"),
+    ("image/height", "int64", "pixels"),
+    ("image/width", "int64", "pixels"),
+    ("image/object/bbox/xmin", "float list", "boxes relative to the image; also ymin, xmax, "
+     "ymax and bbox/label"),
 )
 
 
+def _fields(output) -> tuple:
+    if output.classic_names:
+        return _CLASSIC_FIELDS
+    return _REAL_FIELDS if output.name == "imagenet2012_real" else _SCHEMA_FIELDS
+
+
 def split_output(version_dir: str, split: str, info: Mapping, *, file_format: str,
-                 reprocessed: bool):
-    """One published split (counts as in lineage.json) as an output dataset."""
+                 reprocessed: bool, output=None):
+    """One published split (counts as in lineage.json) as an output dataset (output: the
+    `layout.Output` published, imagenet2012 unless told)."""
     from openlineage.client.event_v2 import OutputDataset
     from openlineage.client.facet_v2 import (
         dataset_version_dataset,
@@ -213,26 +242,28 @@ def split_output(version_dir: str, split: str, info: Mapping, *, file_format: st
         storage_dataset,
     )
 
-    from imagenet_beam import dataset
+    from imagenet_beam import layout
 
+    output = output or layout.IMAGENET2012
     _, split_facet = _custom_facets()
-    namespace, name = split_dataset_id(version_dir, split)
+    namespace, name = split_dataset_id(version_dir, split, output)
     return OutputDataset(
         namespace=namespace,
         name=name,
         facets={
             "version": dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=dataset.VERSION
+                datasetVersion=output.version
             ),
             "storage": storage_dataset.StorageDatasetFacet(
-                storageLayer="tfds", fileFormat=file_format
+                storageLayer="tfrecord" if output.classic_names else "tfds",
+                fileFormat=file_format,
             ),
             "schema": schema_dataset.SchemaDatasetFacet(
                 fields=[
                     schema_dataset.SchemaDatasetFacetFields(
                         name=field, type=kind, description=description
                     )
-                    for field, kind, description in _SCHEMA_FIELDS
+                    for field, kind, description in _fields(output)
                 ]
             ),
             SPLIT_FACET: split_facet(split=split, reprocessed=reprocessed),
@@ -265,9 +296,16 @@ def archives_to_splits(result: Mapping, arguments: Mapping, params: Mapping) -> 
 
     `result` is the task's summary (counts per requested split, read from the published
     lineage.json and checked against the shards); `arguments["verified"]` is what
-    verify_archives returned. Of the params only `file_format` is used.
+    verify_archives returned. Of the params only `file_format`, `dataset` and `schema` are
+    used.
     """
     from airflow.providers.openlineage.extractors import OperatorLineage
+
+    from imagenet_beam import dataset, layout
+
+    output = layout.output_for(
+        params.get("dataset", dataset.DATASET_NAME), params.get("schema", "tfds")
+    )
 
     archives = sorted(arguments["verified"]["archives"], key=lambda a: a["path"])
     return OperatorLineage(
@@ -279,6 +317,7 @@ def archives_to_splits(result: Mapping, arguments: Mapping, params: Mapping) -> 
                 info,
                 file_format=params["file_format"],
                 reprocessed=bool(result["reprocessed"]),
+                output=output,
             )
             for split, info in sorted(result["splits"].items())
         ],

@@ -226,6 +226,27 @@ def test_dataset_names_follow_openlineage_naming():
     )
 
 
+def test_the_other_outputs_are_named_and_described_as_what_they_are():
+    from imagenet_airflow import openlineage_events
+
+    info = {"num_examples": 3, "num_bytes": 10, "num_shards": 1, "shards": []}
+    for params, name, version, fields in (
+        ({"schema": "classic"}, "d/imagenet2012_classic/1.0.0/train", "1.0.0",
+         "image/class/label"),
+        ({"dataset": "imagenet2012_real"}, "d/imagenet2012_real/1.0.0/"
+         "imagenet2012_real-train", "1.0.0", "real_label"),
+    ):
+        version_dir = "gs://b/d/" + "/".join(name.split("/")[1:3])
+        lineage = openlineage_events.archives_to_splits(
+            {"version_dir": version_dir, "reprocessed": True, "splits": {"train": info}},
+            {"verified": {"archives": []}}, {"file_format": "tfrecord", **params},
+        )
+        [out] = lineage.outputs
+        assert (out.namespace, out.name) == ("gs://b", name)
+        assert out.facets["version"].datasetVersion == version
+        assert fields in [f.name for f in out.facets["schema"].fields]
+
+
 def test_parsing_the_dag_imports_no_openlineage():
     code = (
         "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
