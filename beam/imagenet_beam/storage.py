@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -348,6 +348,27 @@ def scratch_dir() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class LimitedReader(io.RawIOBase):
+    """At most `limit` bytes of `raw` (a stream being decompressed): reading more raises
+    `too_much()`, the caller's error saying what the file should be (a gzip bomb stops
+    here)."""
+
+    def __init__(self, raw: BinaryIO, limit: int, too_much: Callable[[], Exception]):
+        super().__init__()
+        self._raw, self._left, self._too_much = raw, limit, too_much
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(min(len(buffer), self._left + 1))
+        if len(data) > self._left:
+            raise self._too_much()
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class RangeReader(io.RawIOBase):

@@ -10,8 +10,6 @@ tests/beam/test_tfds_identity.py explains.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +18,11 @@ import sys
 import pytest
 
 from imagenet_beam import dataset, synthetic, synthetic_siblings
-from tests.beam.test_tfds_identity import GOLDEN_INPUT_KWARGS, PURE_PYTHON_PROTOBUF
+from tests.beam.test_tfds_identity import (
+    GOLDEN_INPUT_KWARGS,
+    PURE_PYTHON_PROTOBUF,
+    shard_sha256,
+)
 from tests.conftest import convert, run_cli
 
 _TFDS_BUILD = """
@@ -53,14 +55,6 @@ def sibling_input(tmp_path_factory):
     return generated, synthetic_siblings.write_sibling_files(manual, generated)
 
 
-def _digests(version_path: str) -> dict[str, str]:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(version_path, "*-*.tfrecord-*"))):
-        with open(path, "rb") as f:
-            out[os.path.basename(path)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 @pytest.mark.parametrize("name", sorted(SIBLINGS))
 def test_sibling_shards_are_byte_identical_to_tfds_builders(name, sibling_input, tmp_path):
     generated, _ = sibling_input
@@ -75,9 +69,10 @@ def test_sibling_shards_are_byte_identical_to_tfds_builders(name, sibling_input,
     assert proc.returncode == 0, proc.stderr[-5000:]
     ours = tmp_path / "ours"
     convert(generated.manual_dir, ours, f"--dataset={name}", "--num_shards=1")
-    tfds_digests = _digests(str(theirs / relative))
+    dataset_name = name.split("/")[0]
+    tfds_digests = shard_sha256(str(theirs / relative), dataset_name)
     assert tfds_digests, f"TFDS wrote no shards for {name}"
-    assert _digests(str(ours / relative)) == tfds_digests
+    assert shard_sha256(str(ours / relative), dataset_name) == tfds_digests
     with open(ours / relative / "lineage.json") as f:
         lineage = json.load(f)
     assert (lineage["dataset"], lineage["version"]) == (name, relative.rsplit("/", 1)[1])

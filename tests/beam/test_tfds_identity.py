@@ -72,10 +72,10 @@ builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual
 SPLITS = (dataset.TRAIN, dataset.VALIDATION, dataset.TEST)
 
 
-def shard_sha256(version_path: str) -> dict[str, str]:
+def shard_sha256(version_path: str, dataset_name: str = "imagenet2012") -> dict[str, str]:
     """File name → sha256 of every shard in a version directory."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(version_path, "imagenet2012-*.tfrecord-*"))):
+    for path in sorted(glob.glob(os.path.join(version_path, f"{dataset_name}-*.tfrecord-*"))):
         with open(path, "rb") as f:
             out[os.path.basename(path)] = hashlib.sha256(f.read()).hexdigest()
     return out

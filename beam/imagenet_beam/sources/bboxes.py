@@ -238,35 +238,16 @@ def parse_annotation(data: bytes, where: str) -> tuple[tuple[Box, ...], int]:
 # --- the archives -------------------------------------------------------------------------
 
 
-class _LimitedReader(io.RawIOBase):
-    """At most `limit` bytes of `raw`; past that, a BoxError."""
-
-    def __init__(self, raw: BinaryIO, limit: int, where: str):
-        super().__init__()
-        self._raw, self._left, self._where = raw, limit, where
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._raw.read(min(len(buffer), self._left + 1))
-        if len(data) > self._left:
-            raise BoxError(
-                f"{self._where} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GiB; the real "
-                f"one is under 1 GB: {WHAT_TO_DO}"
-            )
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _unpacked(raw: BinaryIO, where: str) -> io.BufferedReader:
     """The tar inside `raw`, gunzipped when it is gzipped, as a size-limited stream."""
     head = raw.read(len(_GZIP_MAGIC))
     stream: BinaryIO = _Prefixed(head, raw)
     if head == _GZIP_MAGIC:
         stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-    return io.BufferedReader(_LimitedReader(stream, MAX_UNPACKED_BYTES, where), _TAR_BUFSIZE)
+    return io.BufferedReader(storage.LimitedReader(stream, MAX_UNPACKED_BYTES, lambda: BoxError(
+        f"{where} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GiB; the real one is under "
+        f"1 GB: {WHAT_TO_DO}"
+    )), _TAR_BUFSIZE)
 
 
 class _Prefixed(io.RawIOBase):

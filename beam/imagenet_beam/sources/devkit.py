@@ -209,28 +209,6 @@ def read_devkit(path: str) -> Devkit:
     return Devkit(path, synsets, truth)
 
 
-class _LimitedReader(io.RawIOBase):
-    """At most `limit` bytes of `raw`; past that, a DevkitError (a gzip bomb stops here)."""
-
-    def __init__(self, raw: BinaryIO, limit: int, path: str):
-        super().__init__()
-        self._raw, self._left, self._path = raw, limit, path
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._raw.read(min(len(buffer), self._left + 1))
-        if len(data) > self._left:
-            raise DevkitError(
-                f"{self._path} unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; the "
-                f"devkit is a few MB: {WHAT_TO_DO}"
-            )
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _wanted_member(name: str) -> str | None:
     """META_MAT or GROUND_TRUTH for a member at `data/…` or `<one folder>/data/…` (the
     real devkit has `ILSVRC2012_devkit_t12/data/meta.mat`), else None."""
@@ -247,7 +225,12 @@ def _wanted_member(name: str) -> str | None:
 def _read_members(raw: BinaryIO, path: str) -> dict[str, bytes]:
     limits = {META_MAT: MAX_META_MAT_BYTES, GROUND_TRUTH: MAX_GROUND_TRUTH_BYTES}
     found: dict[str, bytes] = {}
-    unpacked = _LimitedReader(gzip.GzipFile(fileobj=raw, mode="rb"), MAX_UNPACKED_BYTES, path)
+    unpacked = storage.LimitedReader(
+        gzip.GzipFile(fileobj=raw, mode="rb"), MAX_UNPACKED_BYTES, lambda: DevkitError(
+            f"{path} unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; the devkit is a "
+            f"few MB: {WHAT_TO_DO}"
+        ),
+    )
     try:
         with tarfile.open(fileobj=io.BufferedReader(unpacked), mode="r|") as tar:
             for info in tar:
