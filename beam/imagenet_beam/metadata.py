@@ -11,11 +11,13 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagenet_beam import dataset, layout, stats, storage
 from imagenet_beam.layout import LINEAGE_FILE
-from imagenet_beam.shards import ShardResult
+
+if TYPE_CHECKING:
+    from imagenet_beam.shards import ShardResult
 
 LINEAGE_SCHEMA = 1
 

@@ -181,7 +181,7 @@ class IndexMembersFn(beam.DoFn):
     """One work item → its member descriptors in a file; yields (split, that file).
     devkit: the ILSVRC devkit (`sources.devkit.Devkit`) when manual_dir has it: every
     validation label must be its ground truth's. schema: the output's
-    (`formats.schemas.Schema`, configured): which members it keeps, what it attaches."""
+    (`formats.base.Schema`, configured): which members it keeps, what it attaches."""
 
     def __init__(self, source: Source, staging: StagingLayout, devkit=None, schema=None):
         self._source = source

@@ -711,9 +711,10 @@ def publish(
     if published.classic_names:
         extra = classic_record(options, staged, splits)
     storage.delete_tree(staged.work_dir)
-    schemas.for_output(published).write_metadata(
-        staged.staging_dir, options["file_format"], results
-    )
+    if schemas.for_output(published).tfds_metadata:
+        metadata.write_tfds_metadata(
+            staged.staging_dir, options["file_format"], results, published
+        )
     record = metadata.lineage_record(
         results,
         inputs={r["split"]: r["input"] for r in records},

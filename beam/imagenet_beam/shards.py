@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from imagenet_beam import formats, images, layout, stats, storage
 from imagenet_beam.errors import DataError
 from imagenet_beam.formats import schemas, tfrecord_index
-from imagenet_beam.formats.schemas import Schema
+from imagenet_beam.formats.base import Schema
 from imagenet_beam.plan import ShardSpec
 from imagenet_beam.settings import ON_CORRUPT_SKIP, Settings
 from imagenet_beam.sources import MemberRef, Source

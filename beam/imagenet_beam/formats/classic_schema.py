@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from imagenet_beam import dataset, layout
 from imagenet_beam.formats import tfds_schema
-from imagenet_beam.formats.schemas import Schema
+from imagenet_beam.formats.base import Schema
 
 CLASSIC_SHARDS = {dataset.TRAIN: 1024, dataset.VALIDATION: 128}
 TEXT_FROM_DEVKIT = "devkit words"

@@ -2,8 +2,9 @@
 
 A schema knows its output (`layout.Output`: name, version, file names), which members of a
 split it keeps and what it attaches to them at index time (a subset's file list, ReaL
-labels, boxes), how it encodes one example, how many shards a split gets by default, what
-metadata goes beside the shards, and how to read an example's image, name and label back.
+labels, boxes), how it encodes one example, how many shards a split gets by default,
+whether TFDS's metadata goes beside the shards, and how to read an example's image, name
+and label back. (`base.Schema` is the interface.)
 
     imagenet2012             TFDS's imagenet2012: image, label, file_name
     imagenet2012_subset/*    the same features; train limited to SimCLR's 1% or 10% list
@@ -16,7 +17,6 @@ give the same bytes under any protobuf runtime.
 
 from __future__ import annotations
 
-import abc
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 from imagenet_beam import dataset, layout, storage
 from imagenet_beam.errors import DataError
 from imagenet_beam.formats import tfds_schema
+from imagenet_beam.formats.base import Schema
+from imagenet_beam.formats.classic_schema import ClassicSchema
 
 # What a SimCLR subset list and the ReaL labels are called in manual_dir (their names in
 # the repositories they come from).
@@ -35,50 +37,6 @@ REAL_URL = "https://github.com/google-research/reassessed-imagenet (real.json)"
 
 class SchemaError(DataError):
     """A file the schema needs is missing or is not what it should be."""
-
-
-class Schema(abc.ABC):
-    """What one output's records hold (see the module docstring)."""
-
-    output: layout.Output
-    tfds_metadata = True  # TFDS's metadata files beside the shards: TFDS reads the output
-
-    def configured(self, settings: Any) -> Schema:
-        """This schema with what the run's inputs give it (lists, labels, class names)."""
-        return self
-
-    def select(self, split: str, refs: list) -> list:
-        """The members of one work item this output keeps, with what it attaches to them
-        (`MemberRef.extra`). Called at index time, so nothing per image crosses a shuffle
-        beyond its descriptor."""
-        return refs
-
-    def needed_files(self, splits: Iterable[str]) -> dict[str, str]:
-        """Files this output needs in manual_dir beside the images, for these splits:
-        name → where to get it (none can be downloaded from here)."""
-        return {}
-
-    def optional_files(self, splits: Iterable[str]) -> list[str]:
-        """Files of manual_dir the output reads when they are there (the box archives)."""
-        return []
-
-    def default_num_shards(self, split: str, num_images: int) -> int | None:
-        """Shards for a split when --num_shards is not given; None: TFDS's rule."""
-        return None
-
-    @abc.abstractmethod
-    def example_parts(self, ref: Any, image: Any) -> tuple[bytes, bytes, bytes]:
-        """The example of one member (`MemberRef`) whose stored image is `image`
-        (`images.PreparedImage`), in the three pieces of `tfds_schema.pieces`."""
-
-    @abc.abstractmethod
-    def fields(self, example: Mapping[str, Any]) -> tuple[bytes, str, int | None]:
-        """(image bytes, file name, TFDS label) of an example as
-        `tfds_schema.parse_example` reads it."""
-
-    def write_metadata(self, version_dir: str, file_format: str, results: Iterable) -> list[str]:
-        """Writes what sits beside the shards (TFDS's metadata files); returns their names."""
-        return []
 
 
 class TfdsSchema(Schema):
@@ -96,11 +54,6 @@ class TfdsSchema(Schema):
             example.get(tfds_schema.FEATURE_FILE_NAME, b"").decode("utf-8", "replace"),
             example.get(tfds_schema.FEATURE_LABEL),
         )
-
-    def write_metadata(self, version_dir, file_format, results):
-        from imagenet_beam import metadata
-
-        return metadata.write_tfds_metadata(version_dir, file_format, results, self.output)
 
 
 class SubsetSchema(TfdsSchema):
@@ -208,11 +161,6 @@ class RealSchema(Schema):
             example.get("original_label"),
         )
 
-    def write_metadata(self, version_dir, file_format, results):
-        from imagenet_beam import metadata
-
-        return metadata.write_tfds_metadata(version_dir, file_format, results, self.output)
-
 
 def read_real_labels(manual_dir: str, needed_by: str) -> tuple[tuple[int, ...], ...]:
     """real.json: per validation image, in file order, its ReaL labels (sorted-class ids)."""
@@ -263,8 +211,6 @@ def files_identity(schema: Schema, manual_dir: str, splits: Iterable[str]) -> di
 def for_output(output: layout.Output) -> Schema:
     """The schema of an output (not yet `configured`)."""
     if output.classic_names:
-        from imagenet_beam.formats.classic_schema import ClassicSchema
-
         return ClassicSchema(output)
     if output.name == "imagenet2012_subset":
         return SubsetSchema(output)

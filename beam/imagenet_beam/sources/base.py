@@ -28,7 +28,7 @@ class MemberRef(NamedTuple):
     size: int
     file_name: str  # as TFDS names it
     label: int
-    # what the output's schema attaches at index time (`formats.schemas.Schema.select`):
+    # what the output's schema attaches at index time (`formats.base.Schema.select`):
     # ReaL labels, bounding boxes; None for most outputs
     extra: Any = None
 
