@@ -14,7 +14,7 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     proc = subprocess.run(
         [
             sys.executable, "-m", "benchmarks.run", "--num_images=120",
-            "--variants=passthrough,validate", "--skip_dag", f"--work_dir={tmp_path}",
+            "--variants=passthrough,validate,dask", "--skip_dag", f"--work_dir={tmp_path}",
             f"--out={out}", "--repeat=2",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
@@ -26,7 +26,12 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     assert results["repeat"] == 2
     [run] = results["runs"]
     figures = {f["name"]: f for f in run["figures"]}
-    assert set(figures) == {"tfds_builder", "ours_cli", "ours_cli_cached", "ours_cli_validate"}
+    assert set(figures) == {
+        "tfds_builder", "ours_cli", "ours_cli_cached", "ours_cli_validate", "ours_cli_dask"
+    }
+    # the DaskRunner's figure is a local cluster's run (its shards checked against the
+    # DirectRunner's by the benchmark itself)
+    assert figures["ours_cli_dask"]["peak_processes"] > figures["ours_cli_cached"]["peak_processes"]
     for figure in figures.values():
         assert figure["num_images"] == 120
         assert figure["wall_s"] > 0 and figure["peak_tree_rss_mib"] > 0
