@@ -1,13 +1,16 @@
 """Our conversion against TFDS's own `imagenet2012` builder, on the same input, in one run.
 
     python -m benchmarks.run [--num_images 20000 | --manual_dir DIR] [--sizes 10000,40000]
-                             [--variants passthrough,validate,resize,classic] [--skip_dag]
+                             [--variants passthrough,validate,resize,classic,dask]
+                             [--skip_dag]
                              [--repeat 3] [--layout tarballs|imagefolder]
 
 For every input size it times, each in a fresh process: TFDS's builder (`tfds build`'s
 code path); our CLI as a first run does it (`ours_cli`: the archive checks hash and walk
 every archive, then the conversion), and again with the archive checks cached as a re-run
-finds them (`ours_cli_cached`: the conversion alone), also in the requested variants; and
+finds them (`ours_cli_cached`: the conversion alone), also in the requested variants (`dask`:
+the DaskRunner on a local cluster of one worker process per core, started and closed by the
+run, its shards checked to be the DirectRunner's); and
 once the whole Airflow DAG (`airflow dags test`). It prints wall time, images/s, MB/s and the peak
 resident memory of each whole process tree (Beam's workers included), the ratios to TFDS,
 and writes everything to a JSON file so runs can be compared.
@@ -56,7 +59,9 @@ VARIANTS = {
     # the same with as many shards as TFDS's rule gives 20k images (1024 + 128 shards of
     # ~17 images each cost ~3 ms a shard more than the examples in them)
     "classic_32shards": ["--schema=classic", "--num_shards=32"],
+    "dask": ["--runner=DaskRunner"],  # a local cluster: the same shards, another runner
 }
+DIRECT = ["--runner=DirectRunner"]
 # Where the output goes below DATA_DIR (the classic schema has its own).
 TFDS_OUTPUT = ("imagenet2012", "5.1.0")
 CLASSIC_OUTPUT = ("imagenet2012_classic", "1.0.0")
@@ -143,9 +148,10 @@ def run_ours(
     output = CLASSIC_OUTPUT if "--schema=classic" in extra else TFDS_OUTPUT
     shutil.rmtree(os.path.join(out, output[0]) if cached_checks else out, ignore_errors=True)
     _settle()
+    runner = [] if any(a.startswith("--runner=") for a in extra) else DIRECT
     cmd = [
         PY, "-m", "imagenet_beam", "convert", f"--manual_dir={manual_dir}",
-        f"--data_dir={out}", "--runner=DirectRunner", "--verify_checksums=false", *extra,
+        f"--data_dir={out}", *runner, "--verify_checksums=false", *extra,
     ]
     measured = _checked("imagenet_beam convert", run_measured(cmd, _env(), cwd=ROOT))
     with open(os.path.join(out, *output, "lineage.json")) as f:
@@ -214,6 +220,7 @@ def _figure(
 
 
 ONCE_ONLY = ("resize",)  # variants measured in the first round only
+SAME_SHARDS = ("dask",)  # variants that must write the passthrough's bytes
 
 
 def bench_one(
@@ -246,10 +253,13 @@ def bench_one(
         measured.setdefault("ours_cli", []).append(ours)
         cached, _ = run_ours(manual_dir, out_ours, [], cached_checks=True)
         measured.setdefault("ours_cli_cached", []).append(cached)
+        direct_shards = _shard_digests(out_ours)
         for variant in variants:
             if variant == "passthrough" or (round_ and variant in ONCE_ONLY):
                 continue
             run, _ = run_ours(manual_dir, out_ours, VARIANTS[variant], cached_checks=True)
+            if variant in SAME_SHARDS and _shard_digests(out_ours) != direct_shards:
+                raise SystemExit(f"{variant}: not the DirectRunner's shards")
             measured.setdefault(f"ours_cli_{variant}", []).append(run)
         if tree:
             # Into the same data_dir (one output's disk): its first run starts afresh, so
@@ -331,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manual_dir", default=None, help="Benchmark on these archives.")
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work"))
     parser.add_argument(
-        "--variants", default="passthrough,validate,resize,classic,classic_32shards"
+        "--variants", default="passthrough,validate,resize,classic,classic_32shards,dask"
     )
     parser.add_argument("--skip_dag", action="store_true")
     parser.add_argument(

@@ -47,6 +47,7 @@ SCHEDULED_WAIT_MINUTES = float(
     os.environ.get("IMAGENET2012_SCHEDULED_WAIT_MINUTES", str(SCHEDULED_WAIT_MINUTES))
 )
 DATAFLOW = "Dataflow (runner = DataflowRunner)"
+DASK = "Dask (runner = DaskRunner)"
 
 # Every conversion setting's type, choices and help come from imagenet_beam.settings; the
 # deployment chooses only these defaults.
@@ -86,7 +87,9 @@ params.update({
         enum=list(dataflow_launch.RUNNERS),
         title="Beam runner",
         description="DirectRunner: on this Airflow worker. DataflowRunner: on Google Cloud "
-        "Dataflow (manual_dir and data_dir must be gs://; see the Dataflow section).",
+        "Dataflow (manual_dir and data_dir must be gs://; see the Dataflow section). "
+        "DaskRunner: on the Dask cluster at the scheduler address of the Dask section, or "
+        "without one on a local cluster on this Airflow worker.",
         section=settings.EXECUTION,
     ),
     "num_workers": Param(
@@ -94,7 +97,8 @@ params.update({
         type="integer",
         minimum=1,
         title="Workers",
-        description="DirectRunner: worker threads. DataflowRunner: maximum workers.",
+        description="DirectRunner: worker threads. DataflowRunner: maximum workers. "
+        "DaskRunner without a scheduler address: local worker processes.",
         section=settings.EXECUTION,
     ),
     "wait_timeout_minutes": Param(
@@ -106,6 +110,16 @@ params.update({
         "before failing (a scheduled run waits at most "
         f"{SCHEDULED_WAIT_MINUTES:g} minutes).",
         section=settings.EXECUTION,
+    ),
+    "dask_scheduler_address": Param(
+        None,
+        type=["null", "string"],
+        title="Dask scheduler address",
+        description="The scheduler of a running Dask cluster, e.g. tcp://scheduler:8786 "
+        "(`dask scheduler`, dask-jobqueue, dask-kubernetes). Its workers must have "
+        "imagenet-beam[dask] installed and reach manual_dir and data_dir at the same paths "
+        "(a shared file system, or gs://). Empty: a local cluster of `Workers` processes.",
+        section=DASK,
     ),
     "dataflow_project": Param(
         None, type=["null", "string"], title="GCP project",

@@ -226,6 +226,19 @@ def tfrecord_output(awkward_input, tmp_path_factory):
     return version_dir(data_dir), proc
 
 
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A `dask scheduler` and two `dask worker` processes on localhost (free ports, a
+    memory limit each: `tests/dask_cluster.py`); torn down at the end of the session."""
+    from tests.dask_cluster import LocalhostCluster
+
+    cluster = LocalhostCluster(str(tmp_path_factory.mktemp("dask_cluster")))
+    try:
+        yield cluster.start(workers=2)
+    finally:
+        cluster.stop()
+
+
 def _free_port() -> int:
     import socket
 

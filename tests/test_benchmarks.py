@@ -14,7 +14,8 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     proc = subprocess.run(
         [
             sys.executable, "-m", "benchmarks.run", "--num_images=120",
-            "--variants=passthrough,validate,classic", "--skip_dag", f"--work_dir={tmp_path}",
+            "--variants=passthrough,validate,classic,dask", "--skip_dag",
+            f"--work_dir={tmp_path}",
             f"--out={out}", "--repeat=2",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
@@ -27,7 +28,8 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
     [run] = results["runs"]
     figures = {f["name"]: f for f in run["figures"]}
     assert set(figures) == {
-        "tfds_builder", "ours_cli", "ours_cli_cached", "ours_cli_validate", "ours_cli_classic"
+        "tfds_builder", "ours_cli", "ours_cli_cached", "ours_cli_validate", "ours_cli_classic",
+        "ours_cli_dask",
     }
     # the classic schema's run is set beside the TFDS schema's on the same input
     classic = figures["ours_cli_classic"]
@@ -35,6 +37,9 @@ def test_benchmark_compares_with_tfds_and_writes_its_figures(tmp_path):
         figures["ours_cli_cached"]["wall_s"] / classic["wall_s"]
     )
     assert (tmp_path / "out-ours" / "imagenet2012_classic" / "1.0.0" / "_COMPLETE").exists()
+    # the DaskRunner's figure is a local cluster's run (its shards checked against the
+    # DirectRunner's by the benchmark itself)
+    assert figures["ours_cli_dask"]["peak_processes"] > figures["ours_cli_cached"]["peak_processes"]
     for figure in figures.values():
         assert figure["num_images"] == 120
         assert figure["wall_s"] > 0 and figure["peak_tree_rss_mib"] > 0

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from imagenet_beam import dataset
-from imagenet_beam.errors import DATA_ERROR_EXIT, DataError, from_os_error
+from imagenet_beam.errors import (
+    DATA_ERROR_EXIT,
+    RUNNER_ERROR_EXIT,
+    DataError,
+    RunnerError,
+    from_os_error,
+)
 
 _debug = False  # --debug: tracebacks as they are
 _errors: TextIO | None = None  # where the `error:` line goes (`output_to_stdout`)
@@ -75,11 +81,18 @@ def split_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
     return {k: v for k, v in vars(ours).items() if v is not None}, rest
 
 
-def beam_option_names() -> set[str]:
-    """Every flag of Beam's own pipeline options (runner, Dataflow, workers...)."""
+DASK_FLAG_PREFIX = "--dask_"
+
+
+def beam_option_names(dask: bool = False) -> set[str]:
+    """Every flag of Beam's own pipeline options (runner, Dataflow, workers...); dask: the
+    DaskRunner's too (their module costs most of a second to import, so only when asked)."""
     import argparse
 
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    if dask:
+        import imagenet_beam.dask_runner  # noqa: F401 - its options and Beam's DaskOptions
 
     def subclasses(cls):
         for sub in cls.__subclasses__():
@@ -99,7 +112,12 @@ def unknown_flags(beam_args: Sequence[str]) -> str | None:
 
     from imagenet_beam import settings
 
-    known = beam_option_names()
+    dask = [a for a in beam_args if a.startswith(DASK_FLAG_PREFIX)]
+    try:
+        known = beam_option_names(dask=bool(dask))
+    except ImportError as e:
+        return (f"{dask[0].split('=', 1)[0]} is the DaskRunner's, whose packages are not "
+                f"installed ({e}): pip install 'imagenet-beam[dask]'")
     ours = {f"--{name}" for s in settings.SETTINGS for name in (s.name, *s.aliases)}
     problems = []
     for arg in beam_args:
@@ -145,6 +163,11 @@ def convert_main(argv: Sequence[str]) -> int:
             print(f"staged {','.join(settings.splits)} in {staging}")
             return 0
         outcome = run.convert(settings, beam_args)
+    except RunnerError as e:  # a retry may mend it: not DATA_ERROR_EXIT
+        if _debug:
+            raise
+        print(f"error: {e}", file=_errors or sys.stderr)
+        return RUNNER_ERROR_EXIT
     except (run.ConvertError, DataError, OSError) as e:
         error = from_os_error(e, "the output") if isinstance(e, OSError) else e
         if _debug or error is None:

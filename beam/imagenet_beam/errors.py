@@ -39,3 +39,13 @@ def from_os_error(e: OSError, path: str) -> DataError | None:
             f"cannot write {path} ({e.strerror}): choose a data_dir this user can write to"
         )
     return None
+
+
+# The command line's exit status when the runner failed in a way a retry may mend (a lost
+# worker, an unreachable scheduler); the DAG's convert task retries it.
+RUNNER_ERROR_EXIT = 1
+
+
+class RunnerError(RuntimeError):
+    """The runner could not do the work (its cluster lost workers or cannot be reached);
+    the message says what happened and what to do. Nothing is published."""

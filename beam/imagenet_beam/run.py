@@ -92,17 +92,25 @@ def check_paths(settings: Settings) -> None:
 
 
 def check_runner(settings: Settings, beam_args: Sequence[str]) -> str:
-    """The runner's name, refused before any work when Beam does not know it, or when it
-    runs on remote workers and a folder is a local path. Returns the name."""
+    """The runner's name (a supported one as `runners` spells it), refused before any work
+    when it names no runner, when it runs on remote workers and a folder is a local path,
+    or, for a running Dask cluster, when its scheduler does not answer (a RunnerError) or
+    its workers do not see manual_dir."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.runners.runner import create_runner
 
-    name = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+    from imagenet_beam import runners
+
+    options = PipelineOptions(list(beam_args))
+    given = options.view_as(StandardOptions).runner or runners.DEFAULT.name
     try:
-        create_runner(name)
-    except ValueError as e:
-        raise ConvertError(f"--runner={name}: {str(e).split('. ', 1)[-1]}") from None
-    if "dataflow" in name.lower():
+        runner = runners.check(given, tuple(StandardOptions.KNOWN_RUNNER_NAMES))
+    except runners.UnknownRunner as e:
+        raise ConvertError(str(e)) from None
+    if runner is None:
+        log.info("--runner=%s is none of the runners this conversion is tested on (%s)",
+                 given, ", ".join(runners.NAMES))
+    name = runner.name if runner else given
+    if runner is runners.DATAFLOW or "dataflow" in name.lower():
         local = [f"--{k}={v}" for k, v in (("manual_dir", settings.manual_dir),
                                            ("data_dir", settings.data_dir))
                  if not storage.is_remote(v)]
@@ -111,7 +119,22 @@ def check_runner(settings: Settings, beam_args: Sequence[str]) -> str:
                 f"--runner={name} reads and writes on Dataflow's workers: "
                 f"{' and '.join(local)} must be gs:// paths"
             )
+    if runner is runners.DASK:
+        _check_dask_cluster(options, [settings.manual_dir])
     return name
+
+
+def _check_dask_cluster(options, folders: Sequence[str], say: bool = True) -> None:
+    """A running Dask cluster answers and its workers see the local `folders`."""
+    from imagenet_beam import dask_runner
+
+    local = [f for f in folders if not storage.is_remote(f)]
+    try:
+        said = dask_runner.check_cluster(options, local)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    if said and say:
+        log.info("converting on %s", said)
 
 
 # --- one writer per version ------------------------------------------------------------
@@ -426,6 +449,7 @@ def _with_runner_defaults(argv: Sequence[str]):
 
     Threads, not processes, by default: the heavy work (reading, hashing, CRCs, writing,
     JPEG decoding) runs in C with the GIL released, and threads start no interpreters.
+    The DaskRunner is ours (`dask_runner`), each input its own first partition.
     """
     from apache_beam.options.pipeline_options import (
         DirectOptions,
@@ -433,16 +457,25 @@ def _with_runner_defaults(argv: Sequence[str]):
         StandardOptions,
     )
 
+    from imagenet_beam import runners
+
     options = PipelineOptions(list(argv))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
-        standard.runner = "DirectRunner"
+        standard.runner = runners.DEFAULT.name
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    if standard.runner in ("DirectRunner", "direct") and "--direct_running_mode" not in given:
+    runner = runners.find(standard.runner)
+    if runner is runners.DIRECT and "--direct_running_mode" not in given:
         direct = options.view_as(DirectOptions)
         direct.direct_running_mode = "multi_threading"
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = os.cpu_count() or 1
+    if runner is runners.DASK:
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        standard.runner = runner.class_path
+        if not given & {"--dask_npartitions", "--dask_partition_size"}:
+            options.view_as(DaskOptions).partition_size = 1
     return options
 
 
@@ -547,7 +580,7 @@ def stage(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from imagenet_beam import pipeline, progress, shards
+    from imagenet_beam import pipeline, progress, runners, shards
 
     options = _with_runner_defaults([*beam_args, *settings.to_flags()])
     no_wait = options.view_as(StandardOptions).no_wait_until_finish
@@ -556,6 +589,12 @@ def stage(
             "--no_wait_until_finish needs --stage_only: publish once the job has finished "
             "(python -m imagenet_beam publish)"
         )
+    runner = runners.find(options.view_as(StandardOptions).runner)
+    if no_wait and runner is runners.DASK:
+        raise ConvertError(
+            "--no_wait_until_finish cannot be used with the DaskRunner: a Dask job ends "
+            "with the process that submitted it"
+        )
     staged = StagingLayout(staging_dir(settings))
     for split in settings.splits:
         publication.clear_staged_split(staged, split)
@@ -563,7 +602,9 @@ def stage(
     storage.makedirs(staged.results_dir)
     if not storage.is_remote(staged.staging_dir):  # room for the error records of a full disk
         storage.write_bytes(staged.space_reserve, bytes(SPACE_RESERVE_BYTES))
-    runner = options.view_as(StandardOptions).runner
+    if runner is runners.DASK:
+        _check_dask_cluster(options, [staged.results_dir], say=False)
+    runner_name = runner.name if runner else options.view_as(StandardOptions).runner
     paths = {split: s.archive for split, s in converted.items()}
     for split, split_input in converted.items():
         record = {
@@ -574,7 +615,7 @@ def stage(
                 "size": sum(storage.size(p) for p in split_input.paths) or None,
             },
             "settings": settings.lineage(),
-            "runner": runner,
+            "runner": runner_name,
             "run_id": settings.run_id,
         }
         storage.write_bytes(

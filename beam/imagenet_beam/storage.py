@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -183,8 +184,24 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    with open_write(path) as f:
-        f.write(data)
+    """A whole small file. Locally through a temporary name and a rename, so that no reader
+    sees it half written: a step whose worker was lost runs again (Dask) and rewrites its
+    work files while other workers read them. A gs:// object appears whole anyway."""
+    if is_remote(path):
+        with open_write(path) as f:
+            f.write(data)
+        return
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    partial = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(partial, "xb") as f:
+            f.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
 
 
 def sha256_of(path: str) -> str:

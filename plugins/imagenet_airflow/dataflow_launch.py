@@ -1,9 +1,11 @@
-"""How the DAG's convert task launches a split's Beam job on Dataflow, and how it waits.
+"""How the DAG's convert task launches a split's Beam job on its runner, and how it waits.
 
 DataflowRunner: the task submits the job, then defers to the triggerer until the job is
 done (DataflowJobStateCompleteTrigger), so no worker slot is held while it runs. The
 DirectRunner does its work in the launcher process itself, so it must not defer (the
-operator would run the whole pipeline inside the triggerer).
+operator would run the whole pipeline inside the triggerer); nor the DaskRunner, whose
+job ends with the launcher that submitted it (on a running cluster at
+`dask_scheduler_address`, or on a local one the launcher starts).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from imagenet_beam import runners
+
 # The Airflow connection the convert task (launcher and trigger) reaches Dataflow with.
 # Chosen by whoever deploys the DAG, not by whoever triggers a run: its credentials decide
 # what the job may do. Empty connection extras mean Application Default Credentials.
 GCP_CONN_ID = os.environ.get("IMAGENET2012_GCP_CONN_ID", "google_cloud_default")
-DATAFLOW_RUNNER = "DataflowRunner"
-DIRECT_RUNNER = "DirectRunner"
-RUNNERS = (DIRECT_RUNNER, DATAFLOW_RUNNER)
+DATAFLOW_RUNNER = runners.DATAFLOW.name
+DIRECT_RUNNER = runners.DIRECT.name
+DASK_RUNNER = runners.DASK.name
+RUNNERS = runners.NAMES
 DATAFLOW_JOB_NAME_MAX = 63  # what Beam keeps its own generated names to
 
 
@@ -52,6 +57,9 @@ def execution_options(params: Mapping, split: str, run_id: str | None = None) ->
     if params["runner"] == DATAFLOW_RUNNER:
         return dataflow_options(params, split, run_id)
     workers = int(params["num_workers"])
+    if params["runner"] == DASK_RUNNER:
+        address = params.get("dask_scheduler_address")
+        return {"dask_client_address": address} if address else {"dask_local_workers": workers}
     # Threads: the heavy work runs in C with the GIL released (see imagenet_beam.run).
     return {
         "direct_running_mode": "multi_threading" if workers > 1 else "in_memory",

@@ -91,7 +91,8 @@ CASES = {
     ),
     "unknown_runner": (
         "validation", {dataset.VALIDATION_ARCHIVE: _validation([VAL])},
-        ["--runner=DirectRuner"], "--runner=DirectRuner: Valid values are",
+        ["--runner=DirectRuner"], "--runner=DirectRuner is not a runner. Did you mean "
+        "DirectRunner?",
     ),
 }
 

@@ -56,7 +56,9 @@ def test_params_are_a_self_explanatory_form(imagenet_dag):
     # An array with `examples` is a multi-select in Airflow's trigger form.
     splits = params.get_param("splits").schema
     assert splits["type"] == "array" and splits["examples"] == ["train", "validation", "test"]
-    assert params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
+    assert params.get_param("runner").schema["enum"] == [
+        "DirectRunner", "DataflowRunner", "DaskRunner"
+    ]
 
 
 @pytest.mark.parametrize("dag_file", ["imagenet2012.py", "imagenet2012_consumer.py"])
