@@ -11,11 +11,15 @@ so a re-run does not read 160 GB again.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import logging
+import os
+import queue
 import tarfile
+import threading
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
@@ -24,6 +28,7 @@ from imagenet_beam import dataset, storage
 log = logging.getLogger(__name__)
 
 _CHUNK = 8 << 20
+_MD5_QUEUE = 16  # chunks read ahead of the md5 thread, at most (~16 MB)
 _TAR_BUFSIZE = 1 << 20
 _PROGRESS_EVERY = 10 << 30
 PUBLISHED = "published"
@@ -59,20 +64,45 @@ class ArchiveCheck:
 
 
 class _HashingReader:
-    """Passes reads through, hashing every byte, so one pass serves tarfile and the hashes."""
+    """Passes reads through, hashing every byte, so one pass serves tarfile and the hashes.
+
+    md5 (~0.7 GB/s here) runs in a thread of its own beside sha256 (~1.7 GB/s) and the tar
+    walk, fed the same chunks (hashlib releases the GIL on them): a check costs about the
+    slower hash instead of the sum of both. Use it as a context manager (the thread ends)."""
 
     def __init__(self, raw: BinaryIO, path: str):
         self._raw = raw
         self._path = path
         self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5_chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_MD5_QUEUE)
+        self._md5_thread = threading.Thread(target=self._md5_loop, daemon=True)
+        self._md5_thread.start()
         self.bytes_read = 0
         self._next_report = _PROGRESS_EVERY
 
+    def _md5_loop(self) -> None:
+        while (chunk := self._md5_chunks.get()) is not None:
+            self._md5.update(chunk)
+
+    def __enter__(self) -> _HashingReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._md5_thread.is_alive():
+            self._md5_chunks.put(None)
+            self._md5_thread.join()
+
+    def md5_hexdigest(self) -> str:
+        """The md5 of everything read (ends the md5 thread: read nothing after this)."""
+        self.__exit__()
+        return self._md5.hexdigest()
+
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size) if size is not None and size >= 0 else self._raw.read()
+        if data:
+            self._md5_chunks.put(data)
         self.sha256.update(data)
-        self.md5.update(data)
         self.bytes_read += len(data)
         if self.bytes_read >= self._next_report:
             log.info("%s: %.1f GiB read", self._path, self.bytes_read / (1 << 30))
@@ -138,8 +168,7 @@ def _not_a_tar(path: str, reason: object) -> ArchiveCheckError:
 
 def _read_and_walk(path: str) -> tuple[str, str, int, int]:
     """sha256, md5, regular-file member count and byte count, from one streaming read."""
-    with storage.open_read(path) as raw:
-        reader = _HashingReader(raw, path)
+    with storage.open_read(path) as raw, _HashingReader(raw, path) as reader:
         count = 0
         try:
             # "r|*" also walks a compressed tar (the devkit is a .tar.gz); hashing sees the
@@ -160,7 +189,8 @@ def _read_and_walk(path: str) -> tuple[str, str, int, int]:
         if problem:
             raise _not_a_tar(path, problem)
         reader.drain()
-    return reader.sha256.hexdigest(), reader.md5.hexdigest(), count, reader.bytes_read
+        md5 = reader.md5_hexdigest()
+    return reader.sha256.hexdigest(), md5, count, reader.bytes_read
 
 
 def _cache_path(cache_dir: str, path: str, identity: dict) -> str:
@@ -275,16 +305,23 @@ def check_archive(
 def check_archives(
     paths: Iterable[str], *, verify_checksum: bool = True, cache_dir: str | None = None
 ) -> list[ArchiveCheck]:
-    """Checks every archive, then raises one error listing all failures, so one run shows all."""
+    """Checks every archive, the archives side by side (a thread each, up to one per core:
+    each read is disk- or hash-bound and hashlib releases the GIL), then raises one error
+    listing all failures, so one run shows all. Results are in the order of `paths`."""
     paths = list(paths)
     results: list[ArchiveCheck] = []
     failures: dict[str, str] = {}
     messages: list[str] = []
-    for path in paths:
+
+    def check(path: str) -> ArchiveCheck:
+        return check_archive(path, verify_checksum=verify_checksum, cache_dir=cache_dir)
+
+    workers = max(1, min(len(paths), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers, "archive-check") as pool:
+        futures = [(path, pool.submit(check, path)) for path in paths]
+    for path, future in futures:
         try:
-            results.append(
-                check_archive(path, verify_checksum=verify_checksum, cache_dir=cache_dir)
-            )
+            results.append(future.result())
         except ArchiveCheckError as e:
             failures.update(e.failures or {path: str(e)})
             messages.append(str(e))
