@@ -74,7 +74,14 @@ def first_run(imagenet_dag, patched_input, tmp_path_factory):
         "num_workers": 1,
     }
     run, states = _run(imagenet_dag, conf)
+    FIRST_RUN_SHARDS[data_dir] = _shard_sha256(data_dir)
     return conf, run, states
+
+
+# The first run's shard digests, taken right after it: later tests convert its data_dir
+# again with other settings, and the last test (its own run would hand the consumer other
+# events) compares with them.
+FIRST_RUN_SHARDS: dict[str, dict[str, list[str]]] = {}
 
 
 def test_every_task_succeeds(first_run):
@@ -97,24 +104,6 @@ def _shard_sha256(data_dir: str) -> dict[str, list[str]]:
     with open(os.path.join(version_dir(data_dir), "lineage.json")) as f:
         splits = json.load(f)["splits"]
     return {split: [s["sha256"] for s in info["shards"]] for split, info in splits.items()}
-
-
-def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
-    imagenet_dag, first_run, patched_input, tmp_path
-):
-    """The unpack task makes the copies; each split's Beam job (its own process, finding
-    its inputs again) reads them."""
-    from imagenet_beam import synthetic_layouts
-
-    conf, _, _ = first_run
-    synthetic_layouts.write_layout(patched_input, "huggingface", str(tmp_path / "hf"))
-    hf_conf = {**conf, "manual_dir": str(tmp_path / "hf"), "data_dir": str(tmp_path / "out"),
-               "test_patch": None}
-    run, states = _run(imagenet_dag, hf_conf)
-    assert str(run.state) == "success", states
-    unpacked = _xcom("imagenet2012", run.run_id, "unpack_archives")
-    assert {a["name"] for a in unpacked["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
-    assert _shard_sha256(hf_conf["data_dir"]) == _shard_sha256(conf["data_dir"])
 
 
 def test_output_loads_in_tfds_with_the_right_counts(first_run, patched_input):
@@ -182,7 +171,8 @@ def test_asset_events_carry_the_counts(first_run, patched_input):
 
 def test_the_published_splits_trigger_the_consumer_dag(first_run, patched_input, caplog):
     """imagenet2012_consumer is scheduled on the split alias: the run's events queue a run of
-    it, which the scheduler's own step creates; it reads a batch of each split."""
+    it, which the scheduler's own step creates; it reads a batch of each split (the latest
+    events' version: the tests before this one publish nowhere else)."""
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.dags.conftest import AIRFLOW_ENV, create_asset_triggered_run, run_tasks
@@ -318,3 +308,21 @@ def test_a_corrupt_image_fails_the_convert_task_once_and_names_it(imagenet_dag, 
     assert states["release_lease"] == "success", states
     assert not os.path.exists(os.path.join(conf["data_dir"], "imagenet2012", ".5.1.0.incomplete"))
     assert not os.path.exists(os.path.join(conf["data_dir"], "imagenet2012", ".5.1.0.lease"))
+
+
+def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
+    imagenet_dag, first_run, patched_input, tmp_path
+):
+    """The unpack task makes the copies; each split's Beam job (its own process, finding
+    its inputs again) reads them."""
+    from imagenet_beam import synthetic_layouts
+
+    conf, _, _ = first_run
+    synthetic_layouts.write_layout(patched_input, "huggingface", str(tmp_path / "hf"))
+    hf_conf = {**conf, "manual_dir": str(tmp_path / "hf"), "data_dir": str(tmp_path / "out"),
+               "test_patch": None}
+    run, states = _run(imagenet_dag, hf_conf)
+    assert str(run.state) == "success", states
+    unpacked = _xcom("imagenet2012", run.run_id, "unpack_archives")
+    assert {a["name"] for a in unpacked["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
+    assert _shard_sha256(hf_conf["data_dir"]) == FIRST_RUN_SHARDS[conf["data_dir"]]
