@@ -121,20 +121,18 @@ def layout_images(directory: str, **overrides):
 @pytest.fixture(autouse=True)
 def dag_params_restored(request):
     """A `dag.test()` run's conf stays in the DAG object's params (its tasks run in this
-    process and update them), and `imagenet_dag` is one DAG for the session: after each test
-    that uses it, its params are put back, so no conf leaks into a later test's run."""
+    process and update them), and `imagenet_dag` is one DAG for the session: every test
+    that uses it starts and ends with the params it was parsed with (put back before too:
+    a module's fixture may have run the DAG with its own conf already)."""
     if "imagenet_dag" not in request.fixturenames:
         yield
         return
-    import copy
+    from tests.dags.conftest import restore_parsed_params
 
     dag = request.getfixturevalue("imagenet_dag")
-    saved = {t.task_id: copy.deepcopy(t.params) for t in dag.tasks}
-    dag_params = copy.deepcopy(dag.params)
+    restore_parsed_params(dag)
     yield
-    dag.params = dag_params
-    for task in dag.tasks:
-        task.params = saved[task.task_id]
+    restore_parsed_params(dag)
 
 
 @pytest.fixture(scope="session")

@@ -283,7 +283,9 @@ class PlanShards(beam.PTransform):
 
 
 class WriteShardFn(beam.DoFn):
-    def __init__(self, settings: Settings, source: Source, staging: StagingLayout, schema):
+    def __init__(
+        self, settings: Settings, source: Source, staging: StagingLayout, schema=None
+    ):
         self._settings = settings
         self._source = source
         self._staging = staging
@@ -329,7 +331,10 @@ class WriteShardFn(beam.DoFn):
 class WriteShards(beam.PTransform):
     """Each shard: read its members by offset, fix, encode, write; record its checksum."""
 
-    def __init__(self, settings: Settings, source: Source, staging: StagingLayout, schema):
+    def __init__(
+        self, settings: Settings, source: Source, staging: StagingLayout, schema=None
+    ):
+        """schema: the output's (`formats.base.Schema`); default: imagenet2012's."""
         super().__init__()
         self._fn = WriteShardFn(settings, source, staging, schema)
 

@@ -138,6 +138,9 @@ OTHER_VALUE = {
     "max_pixels": 1000,
     "patch_additions": True,
     "trust_layout_labels": True,
+    "dataset": "imagenet2012_subset/1pct",
+    "schema": settings.CLASSIC_SCHEMA,
+    "tfrecord_index": True,
 }
 
 

@@ -6,6 +6,7 @@ The environment is set before anything imports Airflow, which reads it at import
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -54,7 +55,25 @@ def imagenet_dag(airflow_db):
 
     bag = DagBag(dag_folder=AIRFLOW_ENV["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("imagenet2012")
+    dag = bag.get_dag("imagenet2012")
+    PARSED_PARAMS[id(dag)] = (
+        copy.deepcopy(dag.params), {t.task_id: copy.deepcopy(t.params) for t in dag.tasks}
+    )
+    return dag
+
+
+# The params of each DAG object `imagenet_dag` handed out, as parsed: what every test using
+# it starts and ends with (`restore_parsed_params`).
+PARSED_PARAMS: dict[int, tuple] = {}
+
+
+def restore_parsed_params(dag) -> None:
+    """A `dag.test()` run's conf stays in the DAG object's params (its tasks run in this
+    process and update them): put back the parsed ones."""
+    params, task_params = PARSED_PARAMS[id(dag)]
+    dag.params = copy.deepcopy(params)
+    for task in dag.tasks:
+        task.params = copy.deepcopy(task_params[task.task_id])
 
 
 def _session(session):
