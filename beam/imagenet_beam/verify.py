@@ -8,6 +8,7 @@ published output.)
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import shutil
@@ -140,6 +141,34 @@ def _index_problems(version_dir: str, shard: ShardLineage, checksums: bool) -> l
     ]
 
 
+def _shard_problems(
+    version_dir: str, shard: ShardLineage, shard_format, checksums: bool
+) -> tuple[int, list[str]]:
+    """(its record count, what differs from lineage) for one shard (and its DALI index)."""
+    path = storage.join(version_dir, shard.file)
+    if not storage.exists(path):
+        return 0, [f"{shard.file} is missing"]
+    facts = [("bytes", shard.num_bytes, storage.size(path))]
+    if checksums:
+        try:
+            count = shard_format.count_records(path)
+        except ValueError as e:
+            return 0, [f"{shard.file}: {e}"]
+        facts += [
+            ("sha256", shard.sha256, storage.sha256_of(path)),
+            ("examples", shard.num_examples, count),
+        ]
+    else:
+        count = shard.num_examples
+    problems = [
+        f"{shard.file}: {what} {got}, lineage.json says {want}"
+        for what, want, got in facts if want != got
+    ]
+    if shard.index_file:
+        problems += _index_problems(version_dir, shard, checksums)
+    return count, problems
+
+
 def verify_output(version_dir: str, decode: bool = True, checksums: bool = True) -> dict:
     """Checks every shard's size, sha256 and record count against lineage.json (and its
     DALI index, where it has one).
@@ -150,36 +179,27 @@ def verify_output(version_dir: str, decode: bool = True, checksums: bool = True)
     record = published_lineage(version_dir)
     shard_format = formats.get(record.options["file_format"])
     problems, summary = [], {"version_dir": version_dir, "splits": {}}
+    shards = [(split, shard) for split, info in record.splits.items() for shard in info.shards]
+
+    def check(shard: ShardLineage) -> tuple[int, list[str]]:
+        return _shard_problems(version_dir, shard, shard_format, checksums)
+
+    # The shards side by side (a thread each, a few per core: each is a read at disk speed
+    # and a sha256, which releases the GIL), the problems in lineage order.
+    workers = max(1, min(len(shards), 2 * (os.cpu_count() or 1)))
+    with concurrent.futures.ThreadPoolExecutor(workers, "verify") as pool:
+        checked = list(pool.map(check, [shard for _, shard in shards]))
+    totals: dict[str, int] = dict.fromkeys(record.splits, 0)
+    for (split, _), (count, found) in zip(shards, checked, strict=True):
+        totals[split] += count
+        problems += found
     for split, info in record.splits.items():
-        total = 0
-        for shard in info.shards:
-            path = storage.join(version_dir, shard.file)
-            if not storage.exists(path):
-                problems.append(f"{shard.file} is missing")
-                continue
-            facts = [("bytes", shard.num_bytes, storage.size(path))]
-            if checksums:
-                try:
-                    count = shard_format.count_records(path)
-                except ValueError as e:
-                    problems.append(f"{shard.file}: {e}")
-                    continue
-                facts += [
-                    ("sha256", shard.sha256, storage.sha256_of(path)),
-                    ("examples", shard.num_examples, count),
-                ]
-            else:
-                count = shard.num_examples
-            total += count
-            for what, want, got in facts:
-                if want != got:
-                    problems.append(f"{shard.file}: {what} {got}, lineage.json says {want}")
-            if shard.index_file:
-                problems += _index_problems(version_dir, shard, checksums)
-        if total != info.num_examples:
-            problems.append(f"{split}: {total} examples, lineage.json says {info.num_examples}")
+        if totals[split] != info.num_examples:
+            problems.append(
+                f"{split}: {totals[split]} examples, lineage.json says {info.num_examples}"
+            )
         summary["splits"][split] = {
-            "num_examples": total,
+            "num_examples": totals[split],
             "num_shards": len(info.shards),
             "num_bytes": info.num_bytes,
         }
