@@ -788,16 +788,12 @@ def classic_record(options: Mapping[str, Any], staged: StagingLayout, splits) ->
         classic_schema.TEXT_FROM_DEVKIT if devkit.devkit_path(manual_dir)
         else classic_schema.TEXT_FROM_WNID
     )
-    archives = bboxes.archive_paths(manual_dir)
     boxes = {}
     for split in splits:
-        if split not in archives:
+        # prepared by the conversion: read from its cache
+        summary = bboxes.prepare_split(manual_dir, options["data_dir"], split)
+        if summary is None:
             continue
-        summary = bboxes.prepare_boxes(  # prepared by the conversion: read from its cache
-            archives.get(dataset.TRAIN) if split == dataset.TRAIN else None,
-            archives.get(dataset.VALIDATION) if split == dataset.VALIDATION else None,
-            OutputLayout(options["data_dir"]).boxes_dir(split),
-        )
         names = pipeline.indexed_file_names(staged, split)
         counts = dataclasses.asdict(summary.splits[split])
         boxes[split] = {

@@ -101,12 +101,7 @@ def test_a_worker_killed_mid_run_the_other_finishes_the_same_shards(
          f"--dask_client_address={dask_cluster.address}", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    results = StagingLayout(OutputLayout(str(out)).staging_dir).results_dir
-    deadline = time.monotonic() + 300
-    while not (os.path.isdir(results) and os.listdir(results)):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no shard was written"
-        time.sleep(0.01)
+    results = _first_shard_written(proc, out)
     victim = sorted(dask_cluster.workers)[-1]
     dask_cluster.kill_worker(victim)
     written_at_kill = len(os.listdir(results))
@@ -117,6 +112,18 @@ def test_a_worker_killed_mid_run_the_other_finishes_the_same_shards(
     assert "Traceback" not in stderr
     assert published_shard_digests(out) == published_shard_digests(tmp_path / "direct")
     assert victim not in dask_cluster.worker_names()
+
+
+def _first_shard_written(proc, out) -> str:
+    """Waits until the conversion `proc` into `out` has staged its first shard's result;
+    returns the results folder."""
+    results = StagingLayout(OutputLayout(str(out)).staging_dir).results_dir
+    deadline = time.monotonic() + 300
+    while not (os.path.isdir(results) and os.listdir(results)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no shard was written"
+        time.sleep(0.01)
+    return results
 
 
 def test_workers_lost_beyond_the_schedulers_patience_fail_in_one_line(
@@ -139,12 +146,7 @@ def test_workers_lost_beyond_the_schedulers_patience_fail_in_one_line(
              "--splits=train", "--num_shards=16", "--verify_checksums=false"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        results = StagingLayout(OutputLayout(str(out)).staging_dir).results_dir
-        deadline = time.monotonic() + 300
-        while not (os.path.isdir(results) and os.listdir(results)):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no shard was written"
-            time.sleep(0.01)
+        _first_shard_written(proc, out)
         for name in sorted(cluster.workers):
             cluster.kill_worker(name)
         _, stderr = proc.communicate(timeout=300)

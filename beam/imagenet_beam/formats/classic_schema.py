@@ -68,16 +68,10 @@ class ClassicSchema(Schema):
         from imagenet_beam.sources import bboxes, devkit
 
         boxes_dirs = {}
-        archives = bboxes.archive_paths(settings.manual_dir)
         for split in settings.splits:
-            if split in archives:
-                out = layout.OutputLayout(settings.data_dir).boxes_dir(split)
-                bboxes.prepare_boxes(
-                    archives.get(dataset.TRAIN) if split == dataset.TRAIN else None,
-                    archives.get(dataset.VALIDATION) if split == dataset.VALIDATION else None,
-                    out,
-                )
-                boxes_dirs[split] = out
+            summary = bboxes.prepare_split(settings.manual_dir, settings.data_dir, split)
+            if summary is not None:
+                boxes_dirs[split] = summary.out_dir
         path = devkit.devkit_path(settings.manual_dir)
         if path is None:
             return ClassicSchema(self.output, None, TEXT_FROM_WNID, boxes_dirs)

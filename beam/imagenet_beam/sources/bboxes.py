@@ -549,6 +549,21 @@ def _read_group(out_dir: str, group: str) -> dict | None:
         raise BoxError(f"{path} is damaged ({e}): delete {out_dir} and run again") from None
 
 
+def prepare_split(manual_dir: str, data_dir: str, split: str) -> BoxSummary | None:
+    """The split's boxes from its box archive in manual_dir, prepared (or found prepared)
+    in its own folder of data_dir's work dir; None when manual_dir has no such archive."""
+    archive = archive_paths(manual_dir).get(split)
+    if archive is None:
+        return None
+    from imagenet_beam.layout import OutputLayout
+
+    return prepare_boxes(
+        archive if split == dataset.TRAIN else None,
+        archive if split == dataset.VALIDATION else None,
+        OutputLayout(data_dir).boxes_dir(split),
+    )
+
+
 def load_boxes(out_dir: str, group: str) -> dict[str, tuple[Box, ...]]:
     """Image file name → its boxes (in XML order), for one group (`group_of`); images of
     the group without an XML file are absent, those whose XML has no object map to ()."""
