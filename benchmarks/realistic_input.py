@@ -101,31 +101,81 @@ def _split_counts(num_images: int) -> dict[str, int]:
 
 def generate(manual_dir: str, num_images: int, seed: int = 0) -> RealisticInput:
     """Writes the train, validation and (patched) test tars; reuses an identical earlier run."""
-    marker = os.path.join(manual_dir, "realistic_input.json")
+    counts = _split_counts(num_images)
+    classes = dataset.class_names()
+    num_classes = max(1, min(len(classes), round(counts["train"] / IMAGES_PER_CLASS)))
+    per_class = [counts["train"] // num_classes] * num_classes
+    for i in range(counts["train"] - sum(per_class)):
+        per_class[i] += 1
     wanted = {"num_images": num_images, "seed": seed, "pool": POOL_SIZE, "noise": NOISE_SIGMA}
+    return _write(manual_dir, wanted, per_class, counts, lambda: image_pool(seed))
+
+
+# The full count: ILSVRC 2012's member counts in its archives' shapes, with tiny images, so
+# that what is measured is the per-image cost (≈2.1 GB: a 512-byte tar header and under
+# 1 KiB of JPEG a member). Train classes hold 732–1,300 images, most of them 1,300.
+FULL_COUNTS = {"train": 1_281_167, "validation": 50_000, "test": 100_000}
+FULL_MIN_PER_CLASS = 732
+
+
+def full_count_per_class(seed: int = 0) -> list[int]:
+    """1,000 class sizes summing to 1,281,167: 1,300 each, less a deficit spread over some
+    classes at random (fixed by the seed), none under 732."""
+    rng = np.random.default_rng([seed, 1300])
+    per_class = [1300] * 1000
+    deficit = 1300 * 1000 - FULL_COUNTS["train"]
+    while deficit:
+        i = int(rng.integers(0, 1000))
+        take = min(deficit, int(rng.integers(1, 400)), per_class[i] - FULL_MIN_PER_CLASS)
+        per_class[i] -= take
+        deficit -= take
+    return per_class
+
+
+def _tiny_image(index: int, seed: int) -> bytes:
+    rng = np.random.default_rng([seed, index, 1])
+    width, height = int(rng.integers(28, 44)), int(rng.integers(22, 36))
+    img = rng.uniform(40, 215, 3) + rng.normal(0, 12, (height, width, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=75)
+    return out.getvalue()
+
+
+def generate_full_count(manual_dir: str, seed: int = 0) -> RealisticInput:
+    """ImageNet's 1,431,167 members (1,000 class tars in the train tar, 50,000 validation,
+    100,000 test images) as tiny JPEGs; reuses an identical earlier run."""
+    wanted = {"full_count": True, "seed": seed, "pool": POOL_SIZE}
+    return _write(
+        manual_dir, wanted, full_count_per_class(seed), dict(FULL_COUNTS),
+        lambda: [_tiny_image(i, seed) for i in range(POOL_SIZE)],
+    )
+
+
+def _write(
+    manual_dir: str, wanted: dict, per_class: list[int], counts: dict[str, int],
+    make_pool,
+) -> RealisticInput:
+    marker = os.path.join(manual_dir, "realistic_input.json")
     if os.path.exists(marker):
         with open(marker) as f:
             done = json.load(f)
         if done["wanted"] == wanted:
             return RealisticInput(manual_dir, **done["facts"])
     os.makedirs(manual_dir, exist_ok=True)
-    pool = image_pool(seed)
-    counts = _split_counts(num_images)
+    pool = make_pool()
     sizes = [Image.open(io.BytesIO(p)).size for p in pool]
-    used: list[int] = []
+    uses = [0] * POOL_SIZE
+    step = [0]
 
     def next_image() -> bytes:
-        index = (len(used) * 7919) % POOL_SIZE  # a fixed stride through the pool
-        used.append(index)
+        index = (step[0] * 7919) % POOL_SIZE  # a fixed stride through the pool
+        step[0] += 1
+        uses[index] += 1
         return pool[index]
 
     classes = dataset.class_names()
-    num_classes = max(1, min(len(classes), round(counts["train"] / IMAGES_PER_CLASS)))
     with tarfile.open(os.path.join(manual_dir, dataset.TRAIN_ARCHIVE), "w") as outer:
-        per_class = [counts["train"] // num_classes] * num_classes
-        for i in range(counts["train"] - sum(per_class)):
-            per_class[i] += 1
-        for wnid, count in zip(classes[:num_classes], per_class, strict=True):
+        for wnid, count in zip(classes, per_class, strict=False):
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w") as tar:
                 for n in range(count):
@@ -139,11 +189,12 @@ def generate(manual_dir: str, num_images: int, seed: int = 0) -> RealisticInput:
             for n in range(counts["test"]):
                 _add(tar, f"ILSVRC2012_test_{n + 1:08d}.JPEG", next_image())
 
+    used = sum(uses)
     facts = {
         "counts": counts,
-        "total_bytes": sum(len(pool[i]) for i in used),
-        "mean_width": float(np.mean([sizes[i][0] for i in used])),
-        "mean_height": float(np.mean([sizes[i][1] for i in used])),
+        "total_bytes": sum(len(pool[i]) * k for i, k in enumerate(uses)),
+        "mean_width": float(sum(sizes[i][0] * k for i, k in enumerate(uses)) / used),
+        "mean_height": float(sum(sizes[i][1] * k for i, k in enumerate(uses)) / used),
     }
     with open(marker, "w") as f:
         json.dump({"wanted": wanted, "facts": facts}, f)
@@ -202,8 +253,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manual_dir", required=True)
     parser.add_argument("--num_images", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--full_count", action="store_true",
+        help="ImageNet's 1,431,167 members in its archives' shapes, as tiny JPEGs.",
+    )
     args = parser.parse_args(argv)
-    made = generate(args.manual_dir, args.num_images, args.seed)
+    if args.full_count:
+        made = generate_full_count(args.manual_dir, args.seed)
+    else:
+        made = generate(args.manual_dir, args.num_images, args.seed)
     print(f"{made.describe()} {made.counts} in {made.manual_dir}")
 
 

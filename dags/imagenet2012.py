@@ -1,9 +1,9 @@
 """
 ### ImageNet (ILSVRC 2012) → TFDS-compatible shards
 
-Waits for ImageNet in `manual_dir`, verifies it, merges the October 2019 test patch,
-unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once, converts each requested
-split with an Apache Beam pipeline, publishes
+Waits for ImageNet in `manual_dir`, verifies it while it merges the October 2019 test
+patch, unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once and converts each
+requested split with an Apache Beam pipeline, then, once the checks have passed, publishes
 `DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
 records per split its example count and checksums as an Asset event.
 
@@ -212,23 +212,23 @@ def imagenet2012():
         return tasks.verify_archives(params, dag_run.run_id)
 
     @task
-    def merge_test_patch(verified: dict, params=None, dag_run=None) -> dict | None:
+    def merge_test_patch(params=None, dag_run=None) -> dict | None:
         from imagenet_airflow import tasks
 
-        return tasks.merge_test_patch(params, verified, dag_run.run_id)
+        return tasks.merge_test_patch(params, dag_run.run_id)
 
     @task
-    def unpack_archives(verified: dict, params=None, dag_run=None) -> dict:
+    def unpack_archives(params=None, dag_run=None) -> dict:
         """Each .tar.gz input (Hugging Face, Kaggle) unpacked once, its contents checked."""
         from imagenet_airflow import tasks
 
-        return tasks.unpack_archives(params, verified, dag_run.run_id)
+        return tasks.unpack_archives(params, dag_run.run_id)
 
     @task
-    def plan_conversion(verified: dict, merged: dict | None, params=None, dag_run=None) -> dict:
+    def plan_conversion(unpacked: dict, merged: dict | None, params=None, dag_run=None) -> dict:
         from imagenet_airflow import tasks
 
-        return tasks.plan_conversion(params, verified, merged, dag_run.run_id)
+        return tasks.plan_conversion(params, unpacked, merged, dag_run.run_id)
 
     @task
     def conversion_jobs(plan: dict, params=None) -> list[dict]:
@@ -241,11 +241,14 @@ def imagenet2012():
         return dataflow_launch.convert_operator_kwargs(params, plan["jobs"])
 
     @task(trigger_rule="none_failed")
-    def publish(verified: dict, merged: dict | None, plan: dict, params=None, dag_run=None):
+    def publish(
+        verified: dict, unpacked: dict, merged: dict | None, plan: dict, params=None,
+        dag_run=None,
+    ):
         from imagenet_airflow import tasks
 
         run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}
-        return tasks.publish(params, verified, merged, plan, run)
+        return tasks.publish(params, verified, unpacked, merged, plan, run)
 
     @openlineage_events.lineage_task(
         openlineage=openlineage_events.archives_to_splits, trigger_rule="none_failed",
@@ -274,11 +277,13 @@ def imagenet2012():
             )
         return tasks.short_summary(validated, params["splits"])
 
+    # The archives' checks run beside the merge, the unpacking and the conversion (a first
+    # run's long reads); publish waits for all of them. A re-run knows its checks (cached)
+    # when it plans, and skips the conversion when nothing changed.
     checked = verify_archives()
-    merged = merge_test_patch(checked)
-    verified = unpack_archives(checked)  # the archives' checks, and the unpacked splits'
-    merged >> verified
-    plan = plan_conversion(verified, merged)
+    merged = merge_test_patch()
+    unpacked = unpack_archives()
+    plan = plan_conversion(unpacked, merged)
     # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
     # DataflowConfiguration (dataflow_launch.convert_operator_kwargs).
     convert = ConvertSplitOperator.partial(
@@ -289,12 +294,12 @@ def imagenet2012():
         map_index_template="{{ task.label }}",
         retries=2,
     ).expand_kwargs(conversion_jobs(plan))
-    published = publish(verified, merged, plan)
+    published = publish(checked, unpacked, merged, plan)
     lease = take_lease()
-    wait_for_archives >> lease >> checked
+    wait_for_archives >> lease >> [checked, merged, unpacked]
     convert >> published
     published >> release_lease().as_teardown(setups=lease)
-    validate_and_record(published, verified)
+    validate_and_record(published, checked)
 
 
 imagenet2012()

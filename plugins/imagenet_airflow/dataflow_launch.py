@@ -60,11 +60,16 @@ def execution_options(params: Mapping, split: str, run_id: str | None = None) ->
     if params["runner"] == DASK_RUNNER:
         address = params.get("dask_scheduler_address")
         return {"dask_client_address": address} if address else {"dask_local_workers": workers}
-    # Threads: the heavy work runs in C with the GIL released (see imagenet_beam.run).
-    return {
-        "direct_running_mode": "multi_threading" if workers > 1 else "in_memory",
-        "direct_num_workers": workers,
-    }
+    # The splits' jobs run side by side, each in its own process. Train (nine images in
+    # ten) gets worker processes, one a worker: its per-image Python would hold one
+    # process's GIL (see imagenet_beam.run._with_runner_defaults). The small splits run in
+    # threads: a worker process costs ~3 s to start, more than they take.
+    from imagenet_beam import dataset, run
+
+    mode = run.direct_running_mode(workers)
+    if split != dataset.TRAIN and mode == "multi_processing":
+        mode = "multi_threading"
+    return {"direct_running_mode": mode, "direct_num_workers": workers}
 
 
 def dataflow_options(params: Mapping, split: str, run_id: str | None = None) -> dict:

@@ -62,27 +62,38 @@ def release_lease(params: Mapping, run_id: str) -> None:
     log.info(run.release_lease(settings(params), run_id))
 
 
-def verify_archives(params: Mapping, run_id: str) -> dict:
-    """Size, sha256 (against the published values when asked) and readability of every
-    archive the run needs; an extracted folder counted and every file hashed; cached by
-    path, size and modification time. Logs which input layout each split was found in."""
+def find_inputs(conversion):
+    """Each split's input (`run.Inputs`), or the task fails: a wrong path at once, a missing
+    input by its retry (it may appear)."""
     from imagenet_beam import run
 
-    conversion = settings(params)
     try:
         run.check_paths(conversion)
-    except run.ConvertError as e:
-        raise AirflowFailException(str(e)) from None
-    try:
         inputs, missing = run.look_for_inputs(conversion)
-    except run.ConvertError as e:  # one split in two layouts
+    except run.ConvertError as e:  # a path outside, one split in two layouts
         raise AirflowFailException(str(e)) from None
     if missing:
         raise FileNotFoundError(missing)  # may appear by the retry
     log.info("found %s", run.found_text(inputs))
+    return inputs
+
+
+def verify_archives(params: Mapping, run_id: str) -> dict:
+    """Size, sha256 (against the published values when asked) and readability of every
+    archive the run needs; an extracted folder counted and every file hashed; cached by
+    path, size and modification time. Logs which input layout each split was found in.
+
+    Runs beside the conversion (the long reads of a first run); `publish` waits for it,
+    and publishes nothing when a check fails."""
+    from imagenet_beam import run
+
+    conversion = settings(params)
+    inputs = find_inputs(conversion)
     with holding_lease(conversion, run_id):
-        run.check_space(conversion, inputs)
-        checks = run.check_archives(conversion, inputs)
+        try:
+            checks = run.check_archives(conversion, inputs)
+        except run.ConvertError as e:
+            raise AirflowFailException(str(e)) from None
     for check in checks:
         counted = getattr(check, "layout", "")  # an extracted folder: no published checksum
         log.info(
@@ -100,13 +111,17 @@ def verify_archives(params: Mapping, run_id: str) -> dict:
     return {"inputs": inputs.to_dict(), "archives": [check.to_dict() for check in checks]}
 
 
-def merge_test_patch(params: Mapping, verified: Mapping, run_id: str) -> dict | None:
+def merge_test_patch(params: Mapping, run_id: str) -> dict | None:
     """Merges the 2012 test tar with the patch when the test split needs it."""
     from imagenet_beam import run
 
     conversion = settings(params)
+    inputs = find_inputs(conversion)
     with holding_lease(conversion, run_id):
-        report = run.merge_test_patch(conversion, run.Inputs.from_dict(verified["inputs"]))
+        try:
+            report = run.merge_test_patch(conversion, inputs)
+        except run.ConvertError as e:
+            raise AirflowFailException(str(e)) from None
     if report is None:
         log.info("nothing to merge: the test split is not requested or its tar is patched")
     elif report["reused"]:
@@ -124,16 +139,17 @@ def merge_test_patch(params: Mapping, verified: Mapping, run_id: str) -> dict | 
     return report
 
 
-def unpack_archives(params: Mapping, verified: Mapping, run_id: str) -> dict:
+def unpack_archives(params: Mapping, run_id: str) -> dict:
     """Unpacks each .tar.gz input once (Hugging Face's archives, the Kaggle copy's) and
-    checks what it holds; `verified` with a row per packed split added to its archives
-    (what the fingerprint and lineage cover)."""
+    checks what it holds; the inputs, and a row per packed split (`archives`: what the
+    fingerprint and lineage cover beside verify_archives' rows)."""
     from imagenet_beam import run
 
     conversion = settings(params)
+    inputs = find_inputs(conversion)
     with holding_lease(conversion, run_id):
         try:
-            rows = run.unpack_archives(conversion, run.Inputs.from_dict(verified["inputs"]))
+            rows = run.unpack_archives(conversion, inputs)
         except run.ConvertError as e:
             raise AirflowFailException(str(e)) from None
     if not rows:
@@ -146,7 +162,7 @@ def unpack_archives(params: Mapping, verified: Mapping, run_id: str) -> dict:
             f"; {len(row.labels_from_layout)} validation label(s) taken from the layout"
             if row.labels_from_layout else "",
         )
-    return {**verified, "archives": [*verified["archives"], *(r.to_dict() for r in rows)]}
+    return {"inputs": inputs.to_dict(), "archives": [r.to_dict() for r in rows]}
 
 
 def conversion_jobs(
@@ -177,20 +193,38 @@ def conversion_jobs(
 
 
 def plan_conversion(
-    params: Mapping, verified: Mapping, merged: Mapping | None, run_id: str
+    params: Mapping, unpacked: Mapping, merged: Mapping | None, run_id: str
 ) -> dict:
-    """Skip when nothing changed; otherwise clear staging and give one job per split."""
+    """Skip when nothing changed; otherwise clear staging and give one job per split.
+
+    Whether anything changed is known here when the archives' checks are (a re-run finds
+    them cached); otherwise the conversion starts beside verify_archives, and `publish`
+    compares the checks' fingerprint with what is published."""
     from imagenet_beam import run
 
     conversion = settings(params)
-    wanted = run.fingerprint(conversion, verified["archives"])
-    reason = None if conversion.force else run.up_to_date(conversion, wanted)
-    if reason:
-        log.info("skipping the conversion: %s", reason)
-        return {"up_to_date": True, "reason": reason, "fingerprint": wanted, "jobs": []}
+    inputs = run.Inputs.from_dict(unpacked["inputs"])
+    try:
+        known = run.known_checks(conversion, inputs)
+    except run.ConvertError as e:
+        raise AirflowFailException(str(e)) from None
+    wanted = None
+    if known is not None:
+        wanted = run.fingerprint(conversion, [*known, *unpacked["archives"]])
+        reason = None if conversion.force else run.up_to_date(conversion, wanted)
+        if reason:
+            log.info("skipping the conversion: %s", reason)
+            return {"up_to_date": True, "reason": reason, "fingerprint": wanted, "jobs": []}
+    else:
+        log.info("the archives are checked beside the conversion (verify_archives); "
+                 "publish waits for their checks")
     with holding_lease(conversion, run_id):
+        try:
+            run.check_space(conversion, inputs)
+        except run.ConvertError as e:
+            raise AirflowFailException(str(e)) from None
         staging = run.prepare_staging(conversion)
-    paths = run.conversion_inputs(run.Inputs.from_dict(verified["inputs"]), merged)
+    paths = run.conversion_inputs(inputs, merged)
     jobs = conversion_jobs(params, paths, staging, run_id)
     return {"up_to_date": False, "reason": None, "fingerprint": wanted, "jobs": jobs}
 
@@ -198,26 +232,44 @@ def plan_conversion(
 def publish(
     params: Mapping,
     verified: Mapping,
+    unpacked: Mapping,
     merged: Mapping | None,
     plan: Mapping,
     run_info: Mapping,
 ) -> dict:
-    """TFDS metadata and lineage.json, then the version directory appears in one step."""
+    """TFDS metadata and lineage.json, then the version directory appears in one step;
+    only once the archives' checks passed (verify_archives) and say what the plan assumed."""
     from imagenet_beam import run
 
     if plan["up_to_date"]:
         log.info("nothing to publish: %s", plan["reason"])
         return {"published": False, "reason": plan["reason"]}
     conversion = settings(params)
+    archives = [*verified["archives"], *unpacked["archives"]]
+    wanted = run.fingerprint(conversion, archives)
+    if plan["fingerprint"] not in (None, wanted):
+        raise AirflowFailException(
+            "the archives changed while this run converted them (their checks no longer "
+            "match the ones the conversion was planned from): nothing published; run again "
+            "once they are complete"
+        )
     with holding_lease(conversion, run_info["run_id"]):
+        reason = None
+        if plan["fingerprint"] is None and not conversion.force:
+            reason = run.up_to_date(conversion, wanted)
+        if reason:
+            # Checked beside the conversion, the archives turned out to be the ones
+            # published: what this run staged is dropped by release_lease.
+            log.info("nothing to publish: %s", reason)
+            return {"published": False, "reason": reason}
         record = run.publish(
             conversion.data_dir,
             output=run.output_of(conversion),
             overwrite=True,
             splits=conversion.splits,
             run_id=run_info["run_id"],
-            fingerprint=plan["fingerprint"],
-            archives=verified["archives"],
+            fingerprint=wanted,
+            archives=archives,
             test_patch=merged,
             airflow={**run_info, "params": dict(params)},
         )
@@ -242,8 +294,12 @@ def verify_published(params: Mapping, published: Mapping) -> dict:
     from imagenet_beam import metadata, run
 
     conversion = settings(params)
+    # A version this run did not publish was read back by the run that did; what has not
+    # changed since (marker, files, shard sizes) the plan checked. Reading every shard
+    # again and loading it through TFDS (TensorFlow's import: ~4 s) is for new versions.
+    fresh = bool(published["published"])
     try:
-        summary = run.verify(conversion, decode=True, checksums=bool(published["published"]))
+        summary = run.verify(conversion, decode=fresh, checksums=fresh)
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
     version_dir = run.output_layout(conversion).version_dir

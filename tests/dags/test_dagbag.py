@@ -29,6 +29,10 @@ def test_dagbag_has_no_import_errors(airflow_db):
         "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
         "plan_conversion", "convert", "publish", "validate_and_record", "release_lease",
     } <= task_ids
+    # The archives' checks run beside the conversion: nothing before the convert tasks
+    # waits for them; publish waits for both.
+    assert "verify_archives" not in dag.get_task("convert").get_flat_relative_ids(upstream=True)
+    assert {"verify_archives", "convert"} <= dag.get_task("publish").upstream_task_ids
     # One writer per version: the lease is the run's setup, its release the teardown.
     assert dag.get_task("take_lease").is_setup and dag.get_task("release_lease").is_teardown
     # The example consumer runs on the split Assets' events (through their alias).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -108,6 +109,38 @@ def test_a_wrong_size_fails_verification_and_publishes_nothing(imagenet_dag, tmp
     assert "download" in log and "verify_checksums" in log
     assert not os.path.exists(version_dir(data_dir))
     assert not os.path.exists(data_dir / "imagenet2012")
+
+
+def test_a_checksum_found_wrong_beside_the_conversion_publishes_nothing(
+    imagenet_dag, tmp_path, capfd, monkeypatch
+):
+    """A first run converts while verify_archives hashes (nothing is cached to plan from);
+    a sha256 that is not the published one fails the checks, and publish, which waits for
+    them, never runs: the conversion's staging is dropped, nothing appears."""
+    from tests.dags.conftest import task_states
+
+    manual = tmp_path / "manual"
+    generated = synthetic.generate_manual_dir(str(manual), splits=("validation",))
+    path = os.path.join(generated.manual_dir, dataset.VALIDATION_ARCHIVE)
+    published = dataset.PUBLISHED_ARCHIVES[dataset.VALIDATION_ARCHIVE]
+    # the right size (the quick checks pass), another sha256: only the read finds it
+    monkeypatch.setitem(dataset.PUBLISHED_ARCHIVES, dataset.VALIDATION_ARCHIVE,
+                        dataclasses.replace(published, size=os.path.getsize(path)))
+    data_dir = tmp_path / "data"
+    run = imagenet_dag.test(run_conf={
+        "manual_dir": generated.manual_dir, "data_dir": str(data_dir),
+        "splits": ["validation"], "verify_checksums": True, "num_workers": 1,
+    })
+    states = task_states(imagenet_dag.dag_id, run.run_id)
+    assert str(run.state) == "failed", states
+    assert states["verify_archives"] == "failed", states
+    assert states["convert[0]"] == "success", states  # it ran beside the checks
+    assert states["publish"] == "upstream_failed", states
+    assert states["release_lease"] == "success", states
+    out = capfd.readouterr()
+    assert f"expected sha256 {published.sha256}" in out.out + out.err
+    assert not os.path.exists(version_dir(data_dir))
+    assert not os.path.exists(data_dir / "imagenet2012" / ".5.1.0.incomplete")
 
 
 def test_a_conf_key_that_is_no_param_fails_the_first_task(imagenet_dag, tmp_path, capfd):

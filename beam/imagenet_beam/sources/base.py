@@ -96,6 +96,11 @@ class Source(abc.ABC):
         checked by `archive_checks` for every layout."""
         return []
 
+    def checked_before(self, split_input: SplitInput, settings: Any, cache_dir: str) -> bool:
+        """Whether `check` has run on this input before, so that running it again only
+        compares what is cached with what is there (no image is read)."""
+        return True
+
     @abc.abstractmethod
     def find(
         self,

@@ -152,6 +152,11 @@ class KaggleSource(TreeSource, PackedSource):
             return []  # checked as it is unpacked (`packed.unpack_inputs`)
         return super().check(split_input, settings, cache_dir)
 
+    def checked_before(self, split_input, settings, cache_dir):
+        if self.packed_archives(split_input):
+            return True
+        return super().checked_before(split_input, settings, cache_dir)
+
     def work_items(self, split, path):
         if path.endswith(PACKED_SUFFIX):
             return self.packed_work_items(split, path)

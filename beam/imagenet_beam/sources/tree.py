@@ -320,6 +320,9 @@ class TreeSource(Source, abc.ABC):
     def check(self, split_input: SplitInput, settings: Any, cache_dir: str) -> list[Any]:
         return [check_tree(self.configured(settings), split_input, settings, cache_dir)]
 
+    def checked_before(self, split_input: SplitInput, settings: Any, cache_dir: str) -> bool:
+        return storage.exists(_manifest_path(cache_dir, split_input.archive))
+
 
 def _manifest_path(cache_dir: str, root: str) -> str:
     digest = hashlib.sha1(root.encode("utf-8")).hexdigest()
