@@ -313,11 +313,12 @@ SAME_SHARDS = ("dask", "threads")  # variants that must write the passthrough's 
 
 def bench_one(
     manual_dir: str, work_dir: str, variants: list[str], with_dag: bool, repeat: int = 1,
-    layout: str = "tarballs", airflow: scheduler.Airflow | None = None,
-    dag_tasks: dict | None = None,
+    layout: str = "tarballs", with_scheduler: bool = False, dag_tasks: dict | None = None,
+    fixed_cost: bool = False,
 ) -> list[Figure]:
-    """airflow: also the DAG under that real scheduler, after the rounds (its runs' task
-    durations into dag_tasks)."""
+    """with_scheduler: also the DAG under a real scheduler, after the rounds (started for
+    it alone, so that its idle loops cost the other runs nothing; its runs' task durations
+    into dag_tasks, and with fixed_cost, first, a tiny input's as "fixed_cost")."""
     input_bytes = _archives_bytes(manual_dir)
     out_ours = os.path.join(work_dir, "out-ours")
     measured: dict[str, list[Measured]] = {}
@@ -366,8 +367,13 @@ def bench_one(
         if with_dag and not round_:
             dag = run_dag(manual_dir, os.path.join(work_dir, "out-dag"), work_dir)
             measured.setdefault("ours_dag_test", []).append(dag)
-    if airflow is not None:
-        runs, tasks = run_dag_scheduled(airflow, manual_dir, os.path.join(work_dir, "out-dag"))
+    if with_scheduler:
+        with start_airflow(work_dir) as airflow:
+            if fixed_cost and dag_tasks is not None:
+                dag_tasks["fixed_cost"] = run_dag_fixed_cost(airflow, work_dir)
+            runs, tasks = run_dag_scheduled(
+                airflow, manual_dir, os.path.join(work_dir, "out-dag")
+            )
         for name, run in runs.items():
             measured[name] = [run]
         if dag_tasks is not None:
@@ -492,7 +498,8 @@ def print_projection(proj: dict) -> None:
 
 
 def print_dag_tasks(label: str, tasks: dict) -> None:
-    print(f"\nDAG under the scheduler ({label}): each task's own seconds")
+    print(f"\nDAG under the scheduler ({label}): each task's own seconds "
+          "(fixed_cost: a few images a split)")
     for run, durations in tasks.items():
         shown = " ".join(f"{t}={d:.1f}" for t, d in durations.items())
         print(f"  {run}: {shown}")
@@ -557,33 +564,22 @@ def main(argv: list[str] | None = None) -> int:
             full_variants = [v for v in variants if v in FULL_COUNT_VARIANTS]
             inputs.append((f"full count: {made.describe()}", made.manual_dir, full_variants,
                            args.full_count_repeat))
-    airflow = None if args.skip_dag else start_airflow(args.work_dir)
-    try:
-        if airflow is not None:
-            airflow.wait_ready()
-            fixed = run_dag_fixed_cost(airflow, args.work_dir)
-            results["dag_fixed_cost"] = fixed
-            print("DAG under the scheduler, a few images a split (each task's fixed cost): "
-                  + " ".join(f"{t}={d:.1f}" for t, d in fixed.items()))
-        for index, (label, manual_dir, run_variants, rounds) in enumerate(inputs):
-            dag_tasks: dict = {}
-            figures = bench_one(
-                manual_dir, args.work_dir, run_variants,
-                with_dag=airflow is not None and index == 0 and not args.skip_dag_test,
-                repeat=rounds,
-                layout=args.layout, airflow=airflow, dag_tasks=dag_tasks,
-            )
-            print_table(label, figures)
-            if dag_tasks:
-                print_dag_tasks(label, dag_tasks)
-            sys.stdout.flush()
-            results["runs"].append(
-                {"input": label, "manual_dir": manual_dir, "rounds": rounds,
-                 "figures": [dataclasses.asdict(f) for f in figures], "dag_tasks": dag_tasks}
-            )
-    finally:
-        if airflow is not None:
-            airflow.stop()
+    for index, (label, manual_dir, run_variants, rounds) in enumerate(inputs):
+        dag_tasks: dict = {}
+        figures = bench_one(
+            manual_dir, args.work_dir, run_variants,
+            with_dag=not args.skip_dag and index == 0 and not args.skip_dag_test,
+            repeat=rounds, layout=args.layout, with_scheduler=not args.skip_dag,
+            dag_tasks=dag_tasks, fixed_cost=index == 0,
+        )
+        print_table(label, figures)
+        if dag_tasks:
+            print_dag_tasks(label, dag_tasks)
+        sys.stdout.flush()
+        results["runs"].append(
+            {"input": label, "manual_dir": manual_dir, "rounds": rounds,
+             "figures": [dataclasses.asdict(f) for f in figures], "dag_tasks": dag_tasks}
+        )
     results["projection"] = projection(results["runs"])
     print_projection(results["projection"])
     out = args.out or os.path.join(args.work_dir, "results.json")
