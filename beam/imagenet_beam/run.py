@@ -480,8 +480,8 @@ def _with_runner_defaults(argv: Sequence[str]):
 
     Processes, not threads, by default, one a core: at ImageNet's 1.43 million images the
     Python work of each (its key, its Example, its place in a shard) holds the GIL, and
-    threads leave cores idle (full count on 2 cores: 57 s in processes, 115 s in threads;
-    on 40k realistic images the two are within 6%: see the README).
+    threads leave cores idle (`make bench`'s full count on 2 cores: 73 s in processes,
+    115 s in threads; on 40k realistic images the two are even: see the README).
     The DaskRunner is ours (`dask_runner`), each input its own first partition.
     """
     from apache_beam.options.pipeline_options import (
