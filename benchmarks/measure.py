@@ -21,7 +21,8 @@ class Measured:
     output_tail: str
 
 
-def _tree_rss(root: psutil.Process) -> tuple[int, int]:
+def tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """The summed resident memory of `root` and all its descendants, and their number."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -49,7 +50,7 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None
 
     def sample() -> None:
         while not done.is_set():
-            rss, count = _tree_rss(root)
+            rss, count = tree_rss(root)
             peak["rss"] = max(peak["rss"], rss)
             peak["procs"] = max(peak["procs"], count)
             done.wait(SAMPLE_SECONDS)

@@ -175,7 +175,7 @@ def _write(
 
     classes = dataset.class_names()
     with tarfile.open(os.path.join(manual_dir, dataset.TRAIN_ARCHIVE), "w") as outer:
-        for wnid, count in zip(classes, per_class, strict=False):
+        for wnid, count in zip(classes[: len(per_class)], per_class, strict=True):
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w") as tar:
                 for n in range(count):

@@ -22,6 +22,8 @@ import time
 import psutil
 import requests
 
+from benchmarks.measure import tree_rss
+
 DAG_ID = "imagenet2012"
 STARTUP_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 3600
@@ -50,7 +52,7 @@ class DagRun:
 class Airflow:
     """A running `airflow standalone` in its own AIRFLOW_HOME, talked to over its REST API."""
 
-    def __init__(self, home: str, root: str, extra_env: dict[str, str] | None = None):
+    def __init__(self, home: str, root: str):
         self.home = home
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}/api/v2"
@@ -79,7 +81,6 @@ class Airflow:
             "IMAGENET2012_SCHEDULE": "",  # runs only when triggered
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "NO_COLOR": "1",
-            **(extra_env or {}),
         })
         os.makedirs(home, exist_ok=True)
         self.log_path = os.path.join(home, "standalone.out")
@@ -115,19 +116,6 @@ class Airflow:
             time.sleep(1)
         raise self._fail(f"Airflow not ready with {DAG_ID} after {STARTUP_TIMEOUT_S} s")
 
-    def _tree_rss(self) -> int:
-        total = 0
-        try:
-            procs = [self.tree, *self.tree.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
     def run(self, conf: dict) -> DagRun:
         """Triggers a run with `conf`, waits for it to succeed; its wall time and tasks."""
         started = time.time()
@@ -139,7 +127,7 @@ class Airflow:
         peak = 0
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
-            peak = max(peak, self._tree_rss())
+            peak = max(peak, tree_rss(self.tree)[0])
             run = self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}").json()
             if run["state"] == "success":
                 break

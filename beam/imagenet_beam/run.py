@@ -297,35 +297,15 @@ def find_inputs(settings: Settings) -> Inputs:
 # --- check the archives ----------------------------------------------------------------
 
 
-def check_archives(settings: Settings, inputs: Inputs) -> list[ArchiveCheck]:
+def check_archives(
+    settings: Settings, inputs: Inputs, *, cached_only: bool = False
+) -> list[ArchiveCheck] | None:
     """Size, sha256 (against the published values when `verify_checksums`) and
     readability to the end of every archive; cached by path, size and modification time,
     so a re-run does not read 155 GB again. An extracted folder is counted and every file
-    hashed instead (`sources.tree`), cached the same way. All failures in one error."""
-    from imagenet_beam.sources import archive_checks
+    hashed instead (`sources.tree`), cached the same way. All failures in one error.
 
-    cache_dir = OutputLayout(settings.data_dir).archive_checks_dir
-    checks: list[ArchiveCheck] = []
-    problems: list[str] = []
-    try:
-        checks += archive_checks.check_archives(
-            inputs.paths, verify_checksum=settings.verify_checksums, cache_dir=cache_dir
-        )
-    except archive_checks.ArchiveCheckError as e:
-        problems.append(str(e))
-    for split_input in inputs.splits.values():
-        source = sources.get(split_input.layout).configured(settings)
-        try:
-            checks += source.check(split_input, settings, cache_dir)
-        except archive_checks.ArchiveCheckError as e:
-            problems.append(str(e))
-    if problems:
-        raise ConvertError("\n".join(problems))
-    return checks
-
-
-def known_checks(settings: Settings, inputs: Inputs) -> list[ArchiveCheck] | None:
-    """`check_archives`' answer when it is known without reading an archive (a re-run:
+    cached_only: the same answer when it is known without reading an archive (a re-run:
     every archive's check cached for its current state, every extracted folder hashed
     before, so that checking it again compares file sizes and times with its manifest);
     None when an archive or folder must still be read. The DAG then converts beside the
@@ -337,17 +317,35 @@ def known_checks(settings: Settings, inputs: Inputs) -> list[ArchiveCheck] | Non
         (split_input, sources.get(split_input.layout).configured(settings))
         for split_input in inputs.splits.values()
     ]
-    if not all(source.checked_before(s, settings, cache_dir) for s, source in split_sources):
+    if cached_only and not all(
+        source.checked_before(split_input, settings, cache_dir)
+        for split_input, source in split_sources
+    ):
         return None
+    checks: list[ArchiveCheck] = []
+    problems: list[str] = []
     try:
-        checks = archive_checks.cached_checks(
-            inputs.paths, verify_checksum=settings.verify_checksums, cache_dir=cache_dir
-        )
+        if cached_only:
+            archives = archive_checks.cached_checks(
+                inputs.paths, verify_checksum=settings.verify_checksums, cache_dir=cache_dir
+            )
+            if archives is None:
+                return None
+        else:
+            archives = archive_checks.check_archives(
+                inputs.paths, verify_checksum=settings.verify_checksums, cache_dir=cache_dir
+            )
+        checks += archives
     except archive_checks.ArchiveCheckError as e:
-        raise ConvertError(str(e)) from None
-    if checks is None:
-        return None
-    return check_archives(settings, inputs)  # the folders compared, the archives cached
+        problems.append(str(e))
+    for split_input, source in split_sources:
+        try:
+            checks += source.check(split_input, settings, cache_dir)
+        except archive_checks.ArchiveCheckError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConvertError("\n".join(problems))
+    return checks
 
 
 # --- merge the test patch --------------------------------------------------------------

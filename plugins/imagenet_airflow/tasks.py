@@ -205,7 +205,7 @@ def plan_conversion(
     conversion = settings(params)
     inputs = run.Inputs.from_dict(unpacked["inputs"])
     try:
-        known = run.known_checks(conversion, inputs)
+        known = run.check_archives(conversion, inputs, cached_only=True)
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
     wanted = None
