@@ -1,7 +1,10 @@
-"""One way to reach files, local or `gs://`: Apache Beam's `FileSystems`.
+"""One way to reach files, local or `gs://`: the standard library for local paths, Apache
+Beam's `FileSystems` for the rest.
 
 Everything the pipeline reads or writes goes through here, so a local path and a bucket
 prefix behave the same wherever the code runs (launcher, DirectRunner, Dataflow worker).
+Beam is imported only when a remote path is reached: a DAG task that only looks at local
+files (the lease, the plan, publish) does not pay Beam's import (~1–3 s a task).
 """
 
 from __future__ import annotations
@@ -16,9 +19,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 # Path arithmetic is the layout's (standard library only); every caller reaches it here too.
 from imagenet_beam.layout import basename, is_remote, join  # noqa: F401
@@ -49,14 +49,31 @@ def _remote_ready(*paths: str) -> None:
         use_gcs_emulator_if_set()
 
 
+def _filesystems():
+    """Beam's FileSystems, for remote paths (imported on first use)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _uncompressed():
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return CompressionTypes.UNCOMPRESSED
+
+
 def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(path)
     _remote_ready(path)
-    return FileSystems.exists(path)
+    return _filesystems().exists(path)
 
 
 def size(path: str) -> int:
+    if not is_remote(path):
+        return os.path.getsize(path)
     _remote_ready(path)
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return _filesystems().match([path])[0].metadata_list[0].size_in_bytes
 
 
 def identity(path: str) -> dict:
@@ -85,8 +102,10 @@ def gcs_blob(path: str):
 
 
 def last_updated(path: str) -> float:
+    if not is_remote(path):
+        return os.path.getmtime(path)
     _remote_ready(path)
-    return FileSystems.last_updated(path)
+    return _filesystems().last_updated(path)
 
 
 def open_read(path: str, buffer_size: int | None = None) -> BinaryIO:
@@ -97,10 +116,12 @@ def open_read(path: str, buffer_size: int | None = None) -> BinaryIO:
     small reads (the train tar's headers) pass a small one. Scattered member reads use
     `read_ranges` instead.
     """
+    if not is_remote(path):
+        return open(path, "rb")
     _remote_ready(path)
-    if buffer_size is not None and is_remote(path) and path.startswith("gs://"):
+    if buffer_size is not None and path.startswith("gs://"):
         return _gcsio().open(path, "rb", read_buffer_size=buffer_size)
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _filesystems().open(path, compression_type=_uncompressed())
 
 
 _GCSIO = None
@@ -174,8 +195,11 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
 
 
 def open_write(path: str) -> BinaryIO:
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return open(path, "wb")
     _remote_ready(path)
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _filesystems().create(path, compression_type=_uncompressed())
 
 
 def read_bytes(path: str) -> bytes:
@@ -226,7 +250,7 @@ def list_files(directory: str) -> list[str]:
         return sorted(found)
     _remote_ready(directory)
     pattern = directory.rstrip("/") + "/**"
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
 
 
 class Entry(NamedTuple):
@@ -298,9 +322,18 @@ _PARALLEL_FILES_REMOTE = 32
 
 
 def delete_files(paths: list[str]) -> None:
-    if paths:
-        _remote_ready(*paths)
-        FileSystems.delete(paths)
+    """Deletes each file (a local folder with what it holds); a missing one is an OSError."""
+    if not paths:
+        return
+    if not is_remote(paths[0]):
+        for path in paths:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        return
+    _remote_ready(*paths)
+    _filesystems().delete(paths)
 
 
 def delete_tree(directory: str) -> None:
@@ -309,7 +342,7 @@ def delete_tree(directory: str) -> None:
         return
     files = list_files(directory)
     if files:
-        FileSystems.delete(files)
+        _filesystems().delete(files)
 
 
 def rename_tree(source: str, destination: str) -> None:
@@ -321,7 +354,7 @@ def rename_tree(source: str, destination: str) -> None:
     sources = list_files(source)
     prefix = source.rstrip("/") + "/"
     targets = [join(destination, s[len(prefix):]) for s in sources]
-    FileSystems.rename(sources, targets)
+    _filesystems().rename(sources, targets)
 
 
 def rename_files(sources: list[str], destinations: list[str]) -> None:
@@ -334,7 +367,7 @@ def rename_files(sources: list[str], destinations: list[str]) -> None:
             os.replace(source, destination)
         return
     _remote_ready(*sources, *destinations)
-    FileSystems.rename(sources, destinations)
+    _filesystems().rename(sources, destinations)
 
 
 def rename_file(source: str, destination: str) -> None:
@@ -346,7 +379,7 @@ def rename_file(source: str, destination: str) -> None:
         os.replace(source, destination)
         return
     _remote_ready(source, destination)
-    FileSystems.rename([source], [destination])
+    _filesystems().rename([source], [destination])
 
 
 def upload_file(local_path: str, destination: str) -> None:
