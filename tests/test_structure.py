@@ -53,28 +53,3 @@ def test_each_setting_is_declared_once():
         assert not re.search(r"enum=\[\s*\"tfrecord\"", text), path
         assert not re.search(r"enum=\[\s*\"fail\"", text), path
 
-
-def test_the_dag_tasks_steps_do_not_import_beam():
-    """A task that touches only local files (lease, plan, publish) must not pay Beam's
-    import (1–3 s a task process): `storage` reaches Beam only for remote paths."""
-    import subprocess
-    import sys
-    import tempfile
-
-    code = (
-        "import sys, os\n"
-        "from imagenet_beam import run, storage\n"
-        "import imagenet_airflow.tasks\n"
-        "d = sys.argv[1]; p = os.path.join(d, 'sub', 'f')\n"
-        "with storage.open_write(p) as f: f.write(b'x')\n"
-        "assert storage.exists(p) and storage.size(p) == 1 and storage.read_bytes(p) == b'x'\n"
-        "storage.delete_files([os.path.join(d, 'sub')])\n"
-        "assert not storage.exists(p)\n"
-        "print('apache_beam' in sys.modules)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [os.path.join(ROOT, "beam"), os.path.join(ROOT, "plugins")])}
-    with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-c", code, d], env=env, capture_output=True,
-                             text=True, check=True)
-    assert out.stdout.strip() == "False"

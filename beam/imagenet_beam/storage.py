@@ -308,7 +308,7 @@ def read_files(paths: list[str], parallel: int | None = None) -> Iterator[bytes]
     def read(path: str) -> bytes:
         if is_remote(path) and path.startswith("gs://"):
             return gcs_blob(path).download_as_bytes(checksum=None)
-        with open(path, "rb") if not is_remote(path) else open_read(path) as f:
+        with open_read(path) as f:
             return f.read()
 
     workers = parallel or (_PARALLEL_FILES_REMOTE if paths and is_remote(paths[0])

@@ -1,16 +1,19 @@
-"""File access through Beam's FileSystems on local paths, and the in-place range reader."""
+"""File access on local paths (without Beam), and the in-place range reader."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
 from imagenet_beam import storage
 from imagenet_beam.storage import RangeReader
+from tests.conftest import ROOT
 
 DATA = bytes(range(256)) * 4  # 1 KiB of distinct-looking bytes
 START, LENGTH = 100, 300
@@ -289,3 +292,23 @@ def test_path_helpers() -> None:
     assert storage.basename("gs://bucket/dir/file.tar") == "file.tar"
     assert storage.basename("gs://bucket/dir/") == "dir"
     assert storage.basename("/local/ILSVRC2012_img_val.tar") == "ILSVRC2012_img_val.tar"
+
+
+def test_local_files_and_the_dags_steps_do_not_import_beam(tmp_path) -> None:
+    """A DAG task that touches only local files (lease, plan, publish) must not pay Beam's
+    import (1–3 s a task process): storage reaches Beam only for remote paths."""
+    code = (
+        "import os, sys\n"
+        "from imagenet_beam import run, storage\n"
+        "import imagenet_airflow.tasks\n"
+        "p = os.path.join(sys.argv[1], 'sub', 'f')\n"
+        "with storage.open_write(p) as f: f.write(b'x')\n"
+        "assert storage.exists(p) and storage.size(p) == 1 and storage.read_bytes(p) == b'x'\n"
+        "storage.delete_files([os.path.dirname(p)])\n"
+        "assert not storage.exists(p)\n"
+        "print('apache_beam' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "plugins")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
