@@ -1,7 +1,8 @@
 """Errors in the data or the environment, which a retry cannot mend.
 
-Met inside the Beam job, they are recorded rather than raised (`pipeline.RecordedErrors`),
-and the command line prints the message alone. Standard library only.
+Met inside the Beam job, they are recorded rather than raised
+(`step_errors.RecordedErrors`), and the command line prints the message alone. Standard
+library only.
 """
 
 from __future__ import annotations

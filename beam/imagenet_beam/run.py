@@ -525,11 +525,11 @@ def prepare_staging(settings: Settings) -> str:
 
 
 def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None:
-    """The data errors the splits' steps recorded (see `pipeline.RecordedErrors`), as one
-    ConvertError."""
-    from imagenet_beam import pipeline
+    """The data errors the splits' steps recorded (see `step_errors.RecordedErrors`), as
+    one ConvertError."""
+    from imagenet_beam import step_errors
 
-    problems = pipeline.recorded_errors(staged, splits)
+    problems = step_errors.recorded_errors(staged, splits)
     if not problems:
         return
     full = [p for p in problems if p.no_space]
