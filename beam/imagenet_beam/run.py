@@ -868,13 +868,16 @@ def class_record(
 # --- verify ----------------------------------------------------------------------------
 
 
-def verify(settings: Settings, *, decode: bool = True, checksums: bool = True) -> dict:
+def verify(
+    settings: Settings, *, decode: bool = True, checksums: bool = True, tensorflow: bool = True
+) -> dict:
     """Reads the published version back (see `verify.verify_output`)."""
     from imagenet_beam import verify as verification
 
     try:
         return verification.verify_output(
-            output_layout(settings).version_dir, decode=decode, checksums=checksums
+            output_layout(settings).version_dir, decode=decode, checksums=checksums,
+            tensorflow=tensorflow,
         )
     except verification.VerificationError as e:
         raise ConvertError(str(e)) from None

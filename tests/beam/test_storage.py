@@ -312,3 +312,28 @@ def test_local_files_and_the_dags_steps_do_not_import_beam(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_publish_and_its_read_back_import_neither_beam_nor_tensorflow(tmp_path) -> None:
+    """The DAG's publish and validate_and_record on a staged local conversion: neither
+    pays Beam's import (publish reads the job's recorded errors without it) nor
+    TensorFlow's (the read-back decodes without it)."""
+    from imagenet_beam import synthetic
+    from tests.conftest import convert, version_dir
+
+    made = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("validation",), num_validation=3, test_archives=()
+    )
+    data_dir = tmp_path / "data"
+    convert(made.manual_dir, data_dir, "--splits=validation", "--stage_only",
+            "--direct_running_mode=in_memory")
+    code = (
+        "import sys\n"
+        "from imagenet_beam import run, verify\n"
+        "run.publish(sys.argv[1])\n"
+        "verify.verify_output(sys.argv[2], tensorflow=False)\n"
+        "print('apache_beam' in sys.modules, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(data_dir), version_dir(data_dir)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -143,3 +145,20 @@ def test_a_version_without_its_completion_marker_fails(version):
         verify_output(version, decode=False, checksums=False)
     proc = run_cli("verify", version, check=False)
     assert proc.returncode == 1 and "_COMPLETE" in proc.stderr
+
+
+def test_the_dags_decoding_without_tensorflow_sees_what_tfds_sees(published):
+    """validate_and_record's read-back (tensorflow=False): TFDS's builder reads the
+    metadata and Pillow decodes each split's first image; the same facts as TFDS's own
+    decoding, without TensorFlow's import."""
+    code = (
+        "import json, sys\n"
+        "from imagenet_beam.verify import verify_output\n"
+        "summary = verify_output(sys.argv[1], tensorflow=False)\n"
+        "print(json.dumps([summary, 'tensorflow' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, published], capture_output=True,
+                          text=True, check=True)
+    light, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert imported is False
+    assert light == verify_output(published)
