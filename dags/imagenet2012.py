@@ -2,8 +2,9 @@
 ### ImageNet (ILSVRC 2012) → TFDS-compatible shards
 
 Waits for ImageNet in `manual_dir`, verifies it while it merges the October 2019 test
-patch, unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once and converts each
-requested split with an Apache Beam pipeline, then, once the checks have passed, publishes
+patch, unpacks .tar.gz inputs (the Hugging Face and Kaggle copies) once and converts the
+requested splits with Apache Beam (one pipeline on the DirectRunner, a job a split on
+Dataflow and Dask), then, once the checks have passed, publishes
 `DATA_DIR/imagenet2012/5.1.0/` in one step (readable by `tfds.load("imagenet2012")`) and
 records per split its example count and checksums as an Asset event.
 
@@ -212,43 +213,22 @@ def imagenet2012():
         return tasks.verify_archives(params, dag_run.run_id)
 
     @task
-    def merge_test_patch(params=None, dag_run=None) -> dict | None:
+    def plan_conversion(params=None, dag_run=None, ti=None) -> list[dict]:
+        """The test tar merged with its patch, .tar.gz inputs unpacked, then the convert
+        task's arguments per job (XCom `plan`: what publish checks); when up to date, one
+        instance that logs why nothing is converted and is skipped."""
         from imagenet_airflow import tasks
 
-        return tasks.merge_test_patch(params, dag_run.run_id)
-
-    @task
-    def unpack_archives(params=None, dag_run=None) -> dict:
-        """Each .tar.gz input (Hugging Face, Kaggle) unpacked once, its contents checked."""
-        from imagenet_airflow import tasks
-
-        return tasks.unpack_archives(params, dag_run.run_id)
-
-    @task
-    def plan_conversion(unpacked: dict, merged: dict | None, params=None, dag_run=None) -> dict:
-        from imagenet_airflow import tasks
-
-        return tasks.plan_conversion(params, unpacked, merged, dag_run.run_id)
-
-    @task
-    def conversion_jobs(plan: dict, params=None) -> list[dict]:
-        """The convert task's arguments per split to convert; when up to date, one instance
-        that logs why nothing is converted and is skipped."""
-        from imagenet_airflow import dataflow_launch
-
-        if plan["up_to_date"]:
-            return [{"up_to_date": plan["reason"]}]
-        return dataflow_launch.convert_operator_kwargs(params, plan["jobs"])
+        plan = tasks.plan_conversion(params, dag_run.run_id)
+        ti.xcom_push(key="plan", value={k: v for k, v in plan.items() if k != "jobs"})
+        return tasks.convert_kwargs(params, plan)
 
     @task(trigger_rule="none_failed")
-    def publish(
-        verified: dict, unpacked: dict, merged: dict | None, plan: dict, params=None,
-        dag_run=None,
-    ):
+    def publish(verified: dict, plan: dict, params=None, dag_run=None):
         from imagenet_airflow import tasks
 
         run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}
-        return tasks.publish(params, verified, unpacked, merged, plan, run)
+        return tasks.publish(params, verified, plan, run)
 
     @openlineage_events.lineage_task(
         openlineage=openlineage_events.archives_to_splits, trigger_rule="none_failed",
@@ -281,10 +261,9 @@ def imagenet2012():
     # run's long reads); publish waits for all of them. A re-run knows its checks (cached)
     # when it plans, and skips the conversion when nothing changed.
     checked = verify_archives()
-    merged = merge_test_patch()
-    unpacked = unpack_archives()
-    plan = plan_conversion(unpacked, merged)
-    # Per split: runner, pipeline options, and for Dataflow deferrable=True with the job's
+    jobs = plan_conversion()
+    # Per job (every split in one on the DirectRunner, a split a job elsewhere): runner,
+    # pipeline options, and for Dataflow deferrable=True with the job's
     # DataflowConfiguration (dataflow_launch.convert_operator_kwargs).
     convert = ConvertSplitOperator.partial(
         task_id="convert",
@@ -293,10 +272,10 @@ def imagenet2012():
         py_interpreter=sys.executable,
         map_index_template="{{ task.label }}",
         retries=2,
-    ).expand_kwargs(conversion_jobs(plan))
-    published = publish(checked, unpacked, merged, plan)
+    ).expand_kwargs(jobs)
+    published = publish(checked, jobs["plan"])
     lease = take_lease()
-    wait_for_archives >> lease >> [checked, merged, unpacked]
+    wait_for_archives >> lease >> [checked, jobs]
     convert >> published
     published >> release_lease().as_teardown(setups=lease)
     validate_and_record(published, checked)

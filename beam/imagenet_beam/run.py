@@ -3,10 +3,12 @@
     find_inputs → check_archives → merge_test_patch → unpack_archives → up_to_date → stage
     → publish → verify
 
-The command line's `convert` runs every step (`convert`); the Airflow DAG runs each step as
-its own task (retries, the graph and the UI show them apart), with the Beam job (`stage`)
-launched per split by the Beam operator. Each step takes the run's `Settings` and what the
-steps before it returned; what crosses a task boundary has `to_dict`/`from_dict`.
+The command line's `convert` runs every step (`convert`); the Airflow DAG runs them in a few
+tasks (retries, the graph and the UI show them apart: the checks beside the merge, the
+unpacking and the plan), with the Beam job (`stage`) launched by the Beam operator, for
+every split at once on the DirectRunner, per split on a cluster. Each step takes the run's
+`Settings` and what the steps before it returned; what crosses a task boundary has
+`to_dict`/`from_dict`.
 """
 
 from __future__ import annotations

@@ -65,10 +65,11 @@ class ConvertSplitOperator(BeamRunPythonPipelineOperator):
 
     @property
     def label(self) -> str:
-        """The mapped instance's name in the UI: its split, or "up to date"."""
+        """The mapped instance's name in the UI: its splits ("train, validation, test"
+        for the DirectRunner's one job), or "up to date"."""
         if self.up_to_date:
             return UP_TO_DATE_LABEL
-        return str((self.pipeline_options or {}).get("splits", ""))
+        return ", ".join(str((self.pipeline_options or {}).get("splits", "")).split(","))
 
     def _init_pipeline_options(self, *args, **kwargs):
         options = super()._init_pipeline_options(*args, **kwargs)

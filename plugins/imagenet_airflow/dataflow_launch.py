@@ -52,24 +52,32 @@ def dataflow_job_name(split: str, run_id: str | None) -> str:
     return name
 
 
+def one_job(params: Mapping) -> bool:
+    """Whether the run's splits are converted by one Beam job rather than one job a split.
+
+    The DirectRunner converts in the convert task's own process: one pipeline for every
+    split starts its worker processes once and keeps them all busy (the command line's
+    way); a job a split would start as many launchers and worker pools, each for part of
+    the work. Dataflow and Dask get a job a split: they run side by side on the cluster,
+    and a failed split is retried alone."""
+    return params["runner"] == DIRECT_RUNNER
+
+
 def execution_options(params: Mapping, split: str, run_id: str | None = None) -> dict:
-    """The runner's own pipeline options for one split's job."""
+    """The runner's own pipeline options for one job (`split`: the split it converts, or
+    the splits, comma-separated, of the DirectRunner's one job)."""
     if params["runner"] == DATAFLOW_RUNNER:
         return dataflow_options(params, split, run_id)
     workers = int(params["num_workers"])
     if params["runner"] == DASK_RUNNER:
         address = params.get("dask_scheduler_address")
         return {"dask_client_address": address} if address else {"dask_local_workers": workers}
-    # The splits' jobs run side by side, each in its own process. Train (nine images in
-    # ten) gets worker processes, one a worker: its per-image Python would hold one
-    # process's GIL (see imagenet_beam.run._with_runner_defaults). The small splits run in
-    # threads: a worker process costs ~3 s to start, more than they take.
-    from imagenet_beam import dataset, run
+    # Worker processes, one a worker, as the command line runs (see
+    # imagenet_beam.run._with_runner_defaults): the per-image Python holds a process's GIL.
+    from imagenet_beam import run
 
-    mode = run.direct_running_mode(workers)
-    if split != dataset.TRAIN and mode == "multi_processing":
-        mode = "multi_threading"
-    return {"direct_running_mode": mode, "direct_num_workers": workers}
+    return {"direct_running_mode": run.direct_running_mode(workers),
+            "direct_num_workers": workers}
 
 
 def dataflow_options(params: Mapping, split: str, run_id: str | None = None) -> dict:
@@ -108,7 +116,8 @@ def dataflow_options(params: Mapping, split: str, run_id: str | None = None) -> 
 
 
 def convert_operator_kwargs(params: Mapping, jobs: Sequence[Mapping]) -> list[dict]:
-    """Per split, the BeamRunPythonPipelineOperator arguments of the mapped convert task."""
+    """Per job (`one_job`), the BeamRunPythonPipelineOperator arguments of the mapped
+    convert task."""
     kwargs = []
     for job in jobs:
         if params["runner"] == DATAFLOW_RUNNER:

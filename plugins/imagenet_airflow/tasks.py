@@ -111,17 +111,14 @@ def verify_archives(params: Mapping, run_id: str) -> dict:
     return {"inputs": inputs.to_dict(), "archives": [check.to_dict() for check in checks]}
 
 
-def merge_test_patch(params: Mapping, run_id: str) -> dict | None:
+def _merge_test_patch(conversion, inputs) -> dict | None:
     """Merges the 2012 test tar with the patch when the test split needs it."""
     from imagenet_beam import run
 
-    conversion = settings(params)
-    inputs = find_inputs(conversion)
-    with holding_lease(conversion, run_id):
-        try:
-            report = run.merge_test_patch(conversion, inputs)
-        except run.ConvertError as e:
-            raise AirflowFailException(str(e)) from None
+    try:
+        report = run.merge_test_patch(conversion, inputs)
+    except run.ConvertError as e:
+        raise AirflowFailException(str(e)) from None
     if report is None:
         log.info("nothing to merge: the test split is not requested or its tar is patched")
     elif report["reused"]:
@@ -139,19 +136,16 @@ def merge_test_patch(params: Mapping, run_id: str) -> dict | None:
     return report
 
 
-def unpack_archives(params: Mapping, run_id: str) -> dict:
+def _unpack_archives(conversion, inputs) -> list[dict]:
     """Unpacks each .tar.gz input once (Hugging Face's archives, the Kaggle copy's) and
-    checks what it holds; the inputs, and a row per packed split (`archives`: what the
-    fingerprint and lineage cover beside verify_archives' rows)."""
+    checks what it holds; a row per packed split (what the fingerprint and lineage cover
+    beside verify_archives' rows)."""
     from imagenet_beam import run
 
-    conversion = settings(params)
-    inputs = find_inputs(conversion)
-    with holding_lease(conversion, run_id):
-        try:
-            rows = run.unpack_archives(conversion, inputs)
-        except run.ConvertError as e:
-            raise AirflowFailException(str(e)) from None
+    try:
+        rows = run.unpack_archives(conversion, inputs)
+    except run.ConvertError as e:
+        raise AirflowFailException(str(e)) from None
     if not rows:
         log.info("nothing to unpack: no split is read from a .tar.gz")
     for row in rows:
@@ -162,81 +156,93 @@ def unpack_archives(params: Mapping, run_id: str) -> dict:
             f"; {len(row.labels_from_layout)} validation label(s) taken from the layout"
             if row.labels_from_layout else "",
         )
-    return {"inputs": inputs.to_dict(), "archives": [r.to_dict() for r in rows]}
+    return [r.to_dict() for r in rows]
 
 
 def conversion_jobs(
     params: Mapping, paths: Mapping[str, Any], staging_dir: str, run_id: str | None = None
 ) -> list[dict]:
-    """The Beam pipeline options of one conversion per split: the settings as the launcher
-    takes them (`Settings.to_flags`), plus the runner's own options.
+    """The Beam pipeline options of each conversion job (one for every split on the
+    DirectRunner, one a split elsewhere: `dataflow_launch.one_job`): the settings as the
+    launcher takes them (`Settings.to_flags`), plus the runner's own options.
 
     paths: split → what it is read from (`run.conversion_inputs`); the test split's is
     passed on, as it may be the merged test tar.
     """
     conversion = settings(params)
+    groups = (
+        [list(conversion.splits)] if dataflow_launch.one_job(params)
+        else [[split] for split in conversion.splits]
+    )
+    test = paths.get("test")
     jobs = []
-    for split in conversion.splits:
+    for splits in groups:
         job = conversion.replace(
-            splits=[split], stage_only=True, staging_dir=staging_dir, run_id=run_id,
+            splits=splits, stage_only=True, staging_dir=staging_dir, run_id=run_id,
             # the test split's tar is named (it may be the merged one); folders are found
             test_archive=(
-                paths[split].archive
-                if split == "test" and split in paths and paths[split].layout == "tarballs"
+                test.archive if "test" in splits and test and test.layout == "tarballs"
                 else None
             ),
         )
         options: dict = dict(flag[2:].split("=", 1) for flag in job.to_flags())
-        options.update(dataflow_launch.execution_options(params, split, run_id))
+        options.update(dataflow_launch.execution_options(params, ",".join(splits), run_id))
         jobs.append(options)
     return jobs
 
 
-def plan_conversion(
-    params: Mapping, unpacked: Mapping, merged: Mapping | None, run_id: str
-) -> dict:
-    """Skip when nothing changed; otherwise clear staging and give one job per split.
+def plan_conversion(params: Mapping, run_id: str) -> dict:
+    """What comes before the conversion, in one task: the test tar merged with its patch
+    and each .tar.gz input unpacked (both once, reused after), then the plan: skip when
+    nothing changed, or clear staging and give the conversion's jobs.
 
     Whether anything changed is known here when the archives' checks are (a re-run finds
     them cached); otherwise the conversion starts beside verify_archives, and `publish`
-    compares the checks' fingerprint with what is published."""
+    compares the checks' fingerprint with what is published.
+
+    Returns the plan: `jobs` (the Beam pipeline options of each job), `up_to_date` and its
+    `reason`, the `fingerprint` when known, the patch report (`merged`) and the unpacked
+    inputs' rows (`archives`)."""
     from imagenet_beam import run
 
     conversion = settings(params)
-    inputs = run.Inputs.from_dict(unpacked["inputs"])
-    try:
-        known = run.check_archives(conversion, inputs, cached_only=True)
-    except run.ConvertError as e:
-        raise AirflowFailException(str(e)) from None
-    wanted = None
-    if known is not None:
-        wanted = run.fingerprint(conversion, [*known, *unpacked["archives"]])
-        reason = None if conversion.force else run.up_to_date(conversion, wanted)
-        if reason:
-            log.info("skipping the conversion: %s", reason)
-            return {"up_to_date": True, "reason": reason, "fingerprint": wanted, "jobs": []}
-    else:
-        log.info("the archives are checked beside the conversion (verify_archives); "
-                 "publish waits for their checks")
+    inputs = find_inputs(conversion)
     with holding_lease(conversion, run_id):
+        merged = _merge_test_patch(conversion, inputs)
+        unpacked = _unpack_archives(conversion, inputs)
+        try:
+            known = run.check_archives(conversion, inputs, cached_only=True)
+        except run.ConvertError as e:
+            raise AirflowFailException(str(e)) from None
+        plan = {"up_to_date": False, "reason": None, "fingerprint": None, "merged": merged,
+                "archives": unpacked, "jobs": []}
+        if known is not None:
+            plan["fingerprint"] = run.fingerprint(conversion, [*known, *unpacked])
+            reason = None if conversion.force else run.up_to_date(conversion, plan["fingerprint"])
+            if reason:
+                log.info("skipping the conversion: %s", reason)
+                return {**plan, "up_to_date": True, "reason": reason}
+        else:
+            log.info("the archives are checked beside the conversion (verify_archives); "
+                     "publish waits for their checks")
         try:
             run.check_space(conversion, inputs)
         except run.ConvertError as e:
             raise AirflowFailException(str(e)) from None
         staging = run.prepare_staging(conversion)
     paths = run.conversion_inputs(inputs, merged)
-    jobs = conversion_jobs(params, paths, staging, run_id)
-    return {"up_to_date": False, "reason": None, "fingerprint": wanted, "jobs": jobs}
+    return {**plan, "jobs": conversion_jobs(params, paths, staging, run_id)}
 
 
-def publish(
-    params: Mapping,
-    verified: Mapping,
-    unpacked: Mapping,
-    merged: Mapping | None,
-    plan: Mapping,
-    run_info: Mapping,
-) -> dict:
+def convert_kwargs(params: Mapping, plan: Mapping) -> list[dict]:
+    """The convert task's arguments per job; when up to date, one instance that logs why
+    nothing is converted and is skipped."""
+    if plan["up_to_date"]:
+        return [{"up_to_date": plan["reason"]}]
+    return dataflow_launch.convert_operator_kwargs(params, plan["jobs"])
+
+
+def publish(params: Mapping, verified: Mapping, plan: Mapping, run_info: Mapping) -> dict:
     """TFDS metadata and lineage.json, then the version directory appears in one step;
     only once the archives' checks passed (verify_archives) and say what the plan assumed."""
     from imagenet_beam import run
@@ -245,7 +251,7 @@ def publish(
         log.info("nothing to publish: %s", plan["reason"])
         return {"published": False, "reason": plan["reason"]}
     conversion = settings(params)
-    archives = [*verified["archives"], *unpacked["archives"]]
+    archives = [*verified["archives"], *plan["archives"]]
     wanted = run.fingerprint(conversion, archives)
     if plan["fingerprint"] not in (None, wanted):
         raise AirflowFailException(
@@ -270,7 +276,7 @@ def publish(
             run_id=run_info["run_id"],
             fingerprint=wanted,
             archives=archives,
-            test_patch=merged,
+            test_patch=plan["merged"],
             airflow={**run_info, "params": dict(params)},
         )
     version_dir = run.output_layout(conversion).version_dir
@@ -295,11 +301,12 @@ def verify_published(params: Mapping, published: Mapping) -> dict:
 
     conversion = settings(params)
     # A version this run did not publish was read back by the run that did; what has not
-    # changed since (marker, files, shard sizes) the plan checked. Reading every shard
-    # again and loading it through TFDS (TensorFlow's import: ~4 s) is for new versions.
+    # changed since (marker, files, shard sizes) the plan checked. Every shard read again
+    # and hashed, the metadata loaded by TFDS's builder and a first image a split decoded
+    # is for new versions; without TensorFlow, whose import (~4 s) would be most of it.
     fresh = bool(published["published"])
     try:
-        summary = run.verify(conversion, decode=fresh, checksums=fresh)
+        summary = run.verify(conversion, decode=fresh, checksums=fresh, tensorflow=False)
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
     version_dir = run.output_layout(conversion).version_dir

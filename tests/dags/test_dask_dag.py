@@ -48,7 +48,7 @@ def test_a_run_converts_on_the_cluster_at_the_scheduler_address(
         run = imagenet_dag.test(run_conf=conf)
     states = task_states(imagenet_dag.dag_id, run.run_id)
     assert str(run.state) == "success", states
-    [job] = _xcom(imagenet_dag.dag_id, run.run_id, "conversion_jobs")
+    [job] = _xcom(imagenet_dag.dag_id, run.run_id, "plan_conversion")
     assert job["runner"] == "DaskRunner"
     assert job["pipeline_options"]["dask_client_address"] == dask_cluster.address
     assert sum(bundles.values()) > 0, "the convert task's job did not run on the cluster"

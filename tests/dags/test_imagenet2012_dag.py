@@ -40,14 +40,14 @@ def _asset_events(run_id: str, sources: bool = False) -> dict[str, dict]:
         return {model.name: dict(event.extra) for event, model in rows}
 
 
-def _xcom(dag_id: str, run_id: str, task_id: str):
+def _xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         row = (
             session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key="return_value")
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key)
             .one()
         )
         value = row.value
@@ -89,16 +89,16 @@ def test_every_task_succeeds(first_run):
     _, run, states = first_run
     assert str(run.state) == "success", states
     expected = {
-        "wait_for_archives", "take_lease", "verify_archives", "merge_test_patch", "unpack_archives",
-        "plan_conversion", "conversion_jobs", "convert[0]", "convert[1]", "convert[2]",
+        "wait_for_archives", "take_lease", "verify_archives", "plan_conversion", "convert[0]",
         "publish", "validate_and_record", "release_lease",
     }
     assert set(states) == expected
     assert set(states.values()) == {"success"}, states
     from tests.dags.conftest import task_instance
 
-    assert [task_instance("imagenet2012", run.run_id, "convert", i).rendered_map_index
-            for i in range(3)] == SPLITS  # each instance is named by its split in the UI
+    # The DirectRunner converts every split in one job, named by its splits in the UI.
+    convert = task_instance("imagenet2012", run.run_id, "convert", 0)
+    assert convert.rendered_map_index == ", ".join(SPLITS)
 
 
 def _shard_sha256(data_dir: str) -> dict[str, list[str]]:
@@ -218,7 +218,7 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(
     assert states["convert[0]"] == "skipped" and "convert[1]" not in states, states
     assert states["validate_and_record"] == "success"
     assert _xcom("imagenet2012", run.run_id, "publish")["published"] is False
-    plan = _xcom("imagenet2012", run.run_id, "plan_conversion")
+    plan = _xcom("imagenet2012", run.run_id, "plan_conversion", key="plan")
     reason = plan["reason"]
     assert "same archives and settings" in reason
     # planned from the cached checks: the published fingerprint
@@ -283,10 +283,9 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(
     tasks.take_lease(params, run_id)
     try:
         with caplog.at_level("INFO"):
-            unpacked = tasks.unpack_archives(params, run_id)
-            plan = tasks.plan_conversion(params, unpacked, None, run_id)
+            plan = tasks.plan_conversion(params, run_id)
             verified = tasks.verify_archives(params, run_id)
-            published = tasks.publish(params, verified, unpacked, None, plan,
+            published = tasks.publish(params, verified, plan,
                                       {"dag_id": imagenet_dag.dag_id, "run_id": run_id})
     finally:
         tasks.release_lease(params, run_id)
@@ -352,8 +351,8 @@ def test_a_corrupt_image_fails_the_convert_task_once_and_names_it(imagenet_dag, 
 def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
     imagenet_dag, first_run, patched_input, tmp_path
 ):
-    """The unpack task makes the copies; each split's Beam job (its own process, finding
-    its inputs again) reads them."""
+    """plan_conversion makes the copies; the Beam job (its own process, finding its inputs
+    again) reads them."""
     from imagenet_beam import synthetic_layouts
 
     conf, _, _ = first_run
@@ -362,6 +361,6 @@ def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
                "test_patch": None}
     run, states = _run(imagenet_dag, hf_conf)
     assert str(run.state) == "success", states
-    unpacked = _xcom("imagenet2012", run.run_id, "unpack_archives")
-    assert {a["name"] for a in unpacked["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
+    plan = _xcom("imagenet2012", run.run_id, "plan_conversion", key="plan")
+    assert {a["name"] for a in plan["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
     assert _shard_sha256(hf_conf["data_dir"]) == FIRST_RUN_SHARDS[conf["data_dir"]]

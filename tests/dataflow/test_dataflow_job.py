@@ -156,8 +156,8 @@ def dataflow_launch(gcs_server, imagenet_dag, tmp_path_factory):  # noqa: F811
     params = _params(imagenet_dag, **_dataflow_conf(bucket))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMAGENET_BEAM_SETUP_FILE", str(source / "setup.py"))
-        verified = tasks.verify_archives(params, RUN_ID)
-        plan = tasks.plan_conversion(params, verified, None, RUN_ID)
+        tasks.verify_archives(params, RUN_ID)  # the plan then knows their checks
+        plan = tasks.plan_conversion(params, RUN_ID)
         kwargs = launch.convert_operator_kwargs(params, plan["jobs"])
         [job_kwargs] = kwargs
         # The connection the DAG names, as docker-compose.yaml defines it: no key, i.e.
@@ -320,7 +320,10 @@ def test_direct_runner_tasks_do_not_defer(imagenet_dag, tmp_path):  # noqa: F811
     jobs = tasks.conversion_jobs(params, {}, str(tmp_path / "staging"),
                                  RUN_ID)
     kwargs = launch.convert_operator_kwargs(params, jobs)
-    assert [k["pipeline_options"]["splits"] for k in kwargs] == ["train", "validation"]
+    # One job for both splits, in worker processes (one a worker) as the command line runs
+    assert [k["pipeline_options"]["splits"] for k in kwargs] == ["train,validation"]
+    assert kwargs[0]["pipeline_options"]["direct_running_mode"] == "multi_processing"
+    assert kwargs[0]["pipeline_options"]["direct_num_workers"] == 2
     for k in kwargs:
         assert k["runner"] == "DirectRunner" and k["deferrable"] is False
         assert "dataflow_config" not in k

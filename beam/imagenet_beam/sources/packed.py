@@ -153,7 +153,7 @@ class PackedSource(Source, abc.ABC):
         if report is None:
             raise ArchiveError(
                 f"{archive} has not been unpacked for the {split} split (run the "
-                "unpack_archives step first, or convert with the command line)"
+                "unpack step first, run.unpack_archives, or convert with the command line)"
             )
         if report["identity"] != storage.identity(archive):
             raise ArchiveError(
