@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from imagenet_beam import dataset, layout, sources, storage
@@ -469,19 +469,40 @@ def refuse_other_version(settings: Settings, wanted: str) -> None:
 # --- stage (the Beam job) --------------------------------------------------------------
 
 
-def direct_running_mode(workers: int) -> str:
-    """The DirectRunner's mode for `workers` (see `_with_runner_defaults`)."""
-    return "multi_processing" if workers > 1 else "in_memory"
+# Below this much input the DirectRunner's default is threads: on so few images its worker
+# processes' start (~3 s on 2 cores: a tiny input converts in 5.5-6.4 s in processes, 2.5-3.2
+# s in threads) costs more than they gain (at most ~30 µs an image, for tiny images: the
+# full-count rehearsal, ~1.5 KB an image in its tars; realistic images gain nothing).
+THREADS_BELOW_BYTES = 100 * 10**6
 
 
-def _with_runner_defaults(argv: Sequence[str]):
+def direct_running_mode(workers: int, input_bytes: int | None = None) -> str:
+    """The DirectRunner's mode for `workers` and, when known, the size of the archives it
+    converts (see `_with_runner_defaults`)."""
+    if workers <= 1:
+        return "in_memory"
+    if input_bytes is not None and input_bytes < THREADS_BELOW_BYTES:
+        return "multi_threading"
+    return "multi_processing"
+
+
+def archives_bytes(split_inputs: Iterable[SplitInput]) -> int | None:
+    """The archives' size, or None when a split is an extracted folder (not counted)."""
+    split_inputs = list(split_inputs)
+    if any(not s.paths for s in split_inputs):
+        return None
+    return sum(storage.size(p) for s in split_inputs for p in s.paths)
+
+
+def _with_runner_defaults(argv: Sequence[str], input_bytes: int | None = None):
     """Pipeline options with the runner named explicitly (recent Beam may otherwise pick
     one that downloads), and the DirectRunner on every core unless told otherwise.
 
     Processes, not threads, by default, one a core: at ImageNet's 1.43 million images the
     Python work of each (its key, its Example, its place in a shard) holds the GIL, and
-    threads leave cores idle (`make bench`'s full count on 2 cores: 73 s in processes,
-    115 s in threads; on 40k realistic images the two are even: see the README).
+    threads leave cores idle (`make bench`'s full count on 2 cores: 65 s in processes,
+    108 s in threads; on 40k realistic images the two are even: see the README). Threads
+    for an input under THREADS_BELOW_BYTES (input_bytes: the archives' size, when known).
     The DaskRunner is ours (`dask_runner`), each input its own first partition.
     """
     from apache_beam.options.pipeline_options import (
@@ -502,7 +523,8 @@ def _with_runner_defaults(argv: Sequence[str]):
         direct = options.view_as(DirectOptions)
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = os.cpu_count() or 1
-        direct.direct_running_mode = direct_running_mode(direct.direct_num_workers)
+        direct.direct_running_mode = direct_running_mode(direct.direct_num_workers,
+                                                         input_bytes)
     if runner is runners.DASK:
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
@@ -615,7 +637,8 @@ def stage(
 
     from imagenet_beam import pipeline, progress, runners, shards
 
-    options = _with_runner_defaults([*beam_args, *settings.to_flags()])
+    options = _with_runner_defaults([*beam_args, *settings.to_flags()],
+                                    archives_bytes(converted.values()))
     no_wait = options.view_as(StandardOptions).no_wait_until_finish
     if no_wait and not settings.stage_only:
         raise ConvertError(

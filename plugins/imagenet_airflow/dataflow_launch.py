@@ -63,9 +63,12 @@ def one_job(params: Mapping) -> bool:
     return params["runner"] == DIRECT_RUNNER
 
 
-def execution_options(params: Mapping, split: str, run_id: str | None = None) -> dict:
+def execution_options(
+    params: Mapping, split: str, run_id: str | None = None, input_bytes: int | None = None
+) -> dict:
     """The runner's own pipeline options for one job (`split`: the split it converts, or
-    the splits, comma-separated, of the DirectRunner's one job)."""
+    the splits, comma-separated, of the DirectRunner's one job; input_bytes: the size of
+    its archives, when known)."""
     if params["runner"] == DATAFLOW_RUNNER:
         return dataflow_options(params, split, run_id)
     workers = int(params["num_workers"])
@@ -74,9 +77,10 @@ def execution_options(params: Mapping, split: str, run_id: str | None = None) ->
         return {"dask_client_address": address} if address else {"dask_local_workers": workers}
     # Worker processes, one a worker, as the command line runs (see
     # imagenet_beam.run._with_runner_defaults): the per-image Python holds a process's GIL.
+    # Threads for a small input, whose conversion the processes' start would outlast.
     from imagenet_beam import run
 
-    return {"direct_running_mode": run.direct_running_mode(workers),
+    return {"direct_running_mode": run.direct_running_mode(workers, input_bytes),
             "direct_num_workers": workers}
 
 

@@ -169,6 +169,8 @@ def conversion_jobs(
     paths: split → what it is read from (`run.conversion_inputs`); the test split's is
     passed on, as it may be the merged test tar.
     """
+    from imagenet_beam import run
+
     conversion = settings(params)
     groups = (
         [list(conversion.splits)] if dataflow_launch.one_job(params)
@@ -186,7 +188,11 @@ def conversion_jobs(
             ),
         )
         options: dict = dict(flag[2:].split("=", 1) for flag in job.to_flags())
-        options.update(dataflow_launch.execution_options(params, ",".join(splits), run_id))
+        size = (run.archives_bytes(paths[s] for s in splits)
+                if all(s in paths for s in splits) else None)
+        options.update(
+            dataflow_launch.execution_options(params, ",".join(splits), run_id, size)
+        )
         jobs.append(options)
     return jobs
 

@@ -329,6 +329,24 @@ def test_direct_runner_tasks_do_not_defer(imagenet_dag, tmp_path):  # noqa: F811
         assert "dataflow_config" not in k
         assert not DATAFLOW_OPTION_NAMES & set(k["pipeline_options"])
 
+    # Archives under run.THREADS_BELOW_BYTES in all: threads (worker processes would take
+    # longer to start than the conversion); at that size or more, processes.
+    from imagenet_beam import run
+    from imagenet_beam.sources import SplitInput
+
+    def mode(train_bytes: int) -> str:
+        archives = {}
+        for split, size in (("train", train_bytes), ("validation", 1000)):
+            path = tmp_path / f"{split}.tar"
+            with open(path, "wb") as f:
+                f.truncate(size)  # sparse: the size is what counts
+            archives[split] = SplitInput(split, str(path))
+        [job] = tasks.conversion_jobs(params, archives, str(tmp_path / "staging"), RUN_ID)
+        return job["direct_running_mode"]
+
+    assert mode(1000) == "multi_threading"
+    assert mode(run.THREADS_BELOW_BYTES) == "multi_processing"
+
 
 def test_dataflow_options(imagenet_dag, monkeypatch):  # noqa: F811
     from imagenet_airflow import dataflow_launch as launch
