@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from imagenet_beam import dataset, layout, sources, storage
@@ -486,12 +486,17 @@ def direct_running_mode(workers: int, input_bytes: int | None = None) -> str:
     return "multi_processing"
 
 
-def archives_bytes(split_inputs: Iterable[SplitInput]) -> int | None:
-    """The archives' size, or None when a split is an extracted folder (not counted)."""
-    split_inputs = list(split_inputs)
-    if any(not s.paths for s in split_inputs):
-        return None
-    return sum(storage.size(p) for s in split_inputs for p in s.paths)
+def archive_sizes(converted: Mapping[str, SplitInput]) -> dict[str, int | None]:
+    """Per split, the size of its archives; None for an extracted folder (not counted)."""
+    return {
+        split: sum(storage.size(p) for p in s.paths) if s.paths else None
+        for split, s in converted.items()
+    }
+
+
+def archives_bytes(sizes: Mapping[str, int | None]) -> int | None:
+    """All the archives' size (`archive_sizes`), or None when a split is a folder."""
+    return None if None in sizes.values() else sum(sizes.values())
 
 
 def _with_runner_defaults(argv: Sequence[str], input_bytes: int | None = None):
@@ -637,8 +642,8 @@ def stage(
 
     from imagenet_beam import pipeline, progress, runners, shards
 
-    options = _with_runner_defaults([*beam_args, *settings.to_flags()],
-                                    archives_bytes(converted.values()))
+    sizes = archive_sizes(converted)
+    options = _with_runner_defaults([*beam_args, *settings.to_flags()], archives_bytes(sizes))
     no_wait = options.view_as(StandardOptions).no_wait_until_finish
     if no_wait and not settings.stage_only:
         raise ConvertError(
@@ -668,7 +673,7 @@ def stage(
             "input": {
                 "path": split_input.archive,
                 "layout": split_input.layout,
-                "size": sum(storage.size(p) for p in split_input.paths) or None,
+                "size": sizes[split] or None,
             },
             "settings": settings.lineage(),
             "runner": runner_name,

@@ -188,7 +188,7 @@ def conversion_jobs(
             ),
         )
         options: dict = dict(flag[2:].split("=", 1) for flag in job.to_flags())
-        size = (run.archives_bytes(paths[s] for s in splits)
+        size = (run.archives_bytes(run.archive_sizes({s: paths[s] for s in splits}))
                 if all(s in paths for s in splits) else None)
         options.update(
             dataflow_launch.execution_options(params, ",".join(splits), run_id, size)
