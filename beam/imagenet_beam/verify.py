@@ -23,9 +23,12 @@ class VerificationError(ValueError):
     pass
 
 
-def _local_copy_for_decoding(version_dir: str, record: Lineage, scratch: str) -> str:
+def _local_copy_for_decoding(
+    version_dir: str, record: Lineage, scratch: str, shards: bool = True
+) -> str:
     """A local directory TFDS can open in place of a remote version: its metadata files and
-    the first shard of every split (enough to decode each split's first example).
+    the first shard of every split (enough to decode each split's first example; with
+    shards=False the metadata alone, enough for its builder's info).
 
     TensorFlow's own GCS client always talks to storage.googleapis.com; going through ours
     keeps one way of reaching gs:// (and so works against a local GCS server too).
@@ -37,7 +40,8 @@ def _local_copy_for_decoding(version_dir: str, record: Lineage, scratch: str) ->
         for path in storage.list_files(version_dir)
         if not layout.is_shard_file(storage.basename(path))
     ]
-    names += [info.shards[0].file for info in record.splits.values() if info.shards]
+    if shards:
+        names += [info.shards[0].file for info in record.splits.values() if info.shards]
     for name in names:
         with storage.open_read(storage.join(version_dir, name)) as src, open(
             os.path.join(local, name), "wb"
@@ -69,21 +73,29 @@ def _decode_one_per_split(version_dir: str, record: Lineage) -> dict:
     return decoded
 
 
-def _decode_first_records(version_dir: str, record: Lineage) -> dict:
-    """Without TFDS metadata (the classic schema): the first record of every split, read
-    by offset and parsed as a tf.train.Example; its image decoded by TensorFlow."""
-    import tensorflow as tf
-
+def _first_images(version_dir: str, record: Lineage) -> dict[str, bytes]:
+    """Per split (sorted), the image of its first record, read by offset and parsed as a
+    tf.train.Example without TensorFlow."""
     schema = schemas.for_record(record.options)
     shard_format = formats.get(record.options["file_format"])
-    decoded = {}
+    images = {}
     for split, info in sorted(record.splits.items()):
         first = storage.join(version_dir, info.shards[0].file)
         example = tfds_schema.parse_example(shard_format.read_records(first, [0], {0: 0})[0])
-        image, _, _ = schema.fields(example)
-        shape = tuple(tf.io.decode_jpeg(image, channels=3).shape)
-        decoded[split] = {"num_examples": info.num_examples, "first_image_shape": list(shape)}
-    return decoded
+        images[split], _, _ = schema.fields(example)
+    return images
+
+
+def _decode_first_records(version_dir: str, record: Lineage) -> dict:
+    """Without TFDS metadata (the classic schema): the first record of every split
+    (`_first_images`), its image decoded by TensorFlow."""
+    import tensorflow as tf
+
+    return {
+        split: {"num_examples": record.splits[split].num_examples,
+                "first_image_shape": list(tf.io.decode_jpeg(image, channels=3).shape)}
+        for split, image in _first_images(version_dir, record).items()
+    }
 
 
 def _decode_without_tensorflow(version_dir: str, record: Lineage) -> dict:
@@ -94,15 +106,13 @@ def _decode_without_tensorflow(version_dir: str, record: Lineage) -> dict:
 
     from PIL import Image
 
-    schema = schemas.for_record(record.options)
-    shard_format = formats.get(record.options["file_format"])
-    if schema.tfds_metadata:
+    if schemas.for_record(record.options).tfds_metadata:
         import tensorflow_datasets as tfds
 
         with storage.scratch_dir() as scratch:
             local = version_dir
             if storage.is_remote(version_dir):
-                local = _local_copy_for_decoding(version_dir, record, scratch)
+                local = _local_copy_for_decoding(version_dir, record, scratch, shards=False)
             splits = tfds.builder_from_directory(local).info.splits
         for split, info in record.splits.items():
             seen = splits[split] if split in splits else None
@@ -113,16 +123,13 @@ def _decode_without_tensorflow(version_dir: str, record: Lineage) -> dict:
                     f" examples a shard, lineage.json says {lengths}"
                 )
     decoded = {}
-    for split, info in sorted(record.splits.items()):
-        first = storage.join(version_dir, info.shards[0].file)
-        example = tfds_schema.parse_example(shard_format.read_records(first, [0], {0: 0})[0])
-        image, _, _ = schema.fields(example)
+    for split, image in _first_images(version_dir, record).items():
         try:
             with Image.open(io.BytesIO(image)) as opened:
                 width, height = opened.convert("RGB").size
         except (OSError, ValueError) as e:
             raise VerificationError(f"{split}: first image does not decode ({e})") from None
-        decoded[split] = {"num_examples": sum(shard.num_examples for shard in info.shards),
+        decoded[split] = {"num_examples": record.splits[split].num_examples,
                           "first_image_shape": [height, width, 3]}
     return decoded
 
