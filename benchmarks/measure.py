@@ -21,19 +21,32 @@ class Measured:
     output_tail: str
 
 
+def _executable(proc: psutil.Process) -> str | None:
+    try:
+        return proc.exe()
+    except psutil.Error:
+        return None
+
+
 def tree_rss(root: psutil.Process) -> tuple[int, int]:
-    """The summed resident memory of `root` and all its descendants, and their number."""
+    """The summed resident memory of `root` and all its descendants, and the number of
+    them that run root's own program (the Python processes doing the work: a worker process
+    a core, a Dask worker; not a library's momentary helper such as ctypes' `ldconfig -p`,
+    which a 50 ms sample otherwise catches now and then)."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0, 0
     total = 0
+    program = _executable(root)
+    workers = 0
     for proc in procs:
         try:
             total += proc.memory_info().rss
         except psutil.NoSuchProcess:
-            pass
-    return total, len(procs)
+            continue
+        workers += _executable(proc) == program
+    return total, workers
 
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> Measured:
