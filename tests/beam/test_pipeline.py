@@ -93,11 +93,9 @@ def test_write_shards_writes_each_shard_and_its_result(generated, tmp_path):
     staging = StagingLayout(str(tmp_path / "staging"))
     validation = [m for m in _all_members(generated) if m.split == dataset.VALIDATION]
     specs = plan.plan_split(dataset.VALIDATION, validation, 2)
-    tasks = []
-    for spec in specs:
-        path = staging.plan_file(spec.split, spec.index, spec.num_shards)
-        pipeline._write_ordered_members(path, spec)
-        tasks.append((spec.split, spec.index, spec.num_shards, path))
+    index_file = staging.index_file(dataset.VALIDATION, "all")
+    pipeline._write_members(index_file, validation)
+    tasks = list(pipeline._plan_group((dataset.VALIDATION, [index_file]), 2, staging))
     settings = Settings.from_mapping(
         {"manual_dir": generated.manual_dir, "data_dir": str(tmp_path)}
     )

@@ -24,10 +24,25 @@ def test_index_files_give_back_the_same_descriptors(tmp_path):
 def test_plan_files_keep_key_order_across_archives(tmp_path):
     refs = _refs("test", "/a/test.tar", 4) + _refs("test", "/b/patch.tar", 3, label=-1, stem="p")
     [spec] = plan.plan_split("test", refs, num_shards=1)
-    path = str(tmp_path / "test-00000-of-00001.json")
-    pipeline._write_ordered_members(path, spec)
+    index_files = [str(tmp_path / "test-b.json"), str(tmp_path / "test-a.json")]
+    pipeline._write_members(index_files[0], refs[4:])
+    pipeline._write_members(index_files[1], refs[:4])
+    [(*_, path)] = pipeline._plan_group(("test", index_files), 1, StagingLayout(str(tmp_path)))
     assert pipeline._read_ordered_members(path) == spec.members
     assert {m.archive for m in spec.members} == {"/a/test.tar", "/b/patch.tar"}
+    keys = [plan.example_key("test", m.file_name) for m in spec.members]
+    assert keys == sorted(keys)
+
+
+def test_index_files_carry_tfds_keys(tmp_path):
+    """The keys are worked out where the indexing runs (in parallel), once a member."""
+    refs = _refs("validation", "/data/val.tar", 3)
+    path = str(tmp_path / "validation-x.json")
+    pipeline._write_members(path, refs)
+    rows = pipeline._read_rows([path], {})
+    assert [int(r[plan.KEY], 16) for r in rows] == [
+        plan.example_key("validation", m.file_name) for m in refs
+    ]
 
 
 def test_planning_a_split_writes_one_member_list_per_shard(tmp_path):

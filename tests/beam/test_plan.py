@@ -217,21 +217,23 @@ def test_plan_default_shard_count_is_tfds_rule() -> None:
     # 2048 images of 64 MiB each: ~128 GiB, which TFDS cuts into 1024 shards.
     refs = members(2048, size=64 * MiB)
     specs = plan.plan_split(dataset.TRAIN, refs)
-    total = sum(plan.estimated_example_bytes(m) for m in refs)
+    total = plan.estimated_bytes([plan.member_row(dataset.TRAIN, m) for m in refs])
     assert total > 2048 * 64 * MiB
     assert len(specs) == tfds_shard_count(total, len(refs)) == 1024
     assert sizes(specs) == [2] * 1024
 
     # 300 images of 1 MiB: ~300 MiB → 4 shards of at least 64 MiB.
     refs = members(300, size=MiB)
-    total = sum(plan.estimated_example_bytes(m) for m in refs)
+    total = plan.estimated_bytes([plan.member_row(dataset.TRAIN, m) for m in refs])
     specs = plan.plan_split(dataset.TRAIN, refs)
     assert len(specs) == tfds_shard_count(total, 300) == 4
 
 
 def test_plan_estimate_counts_name_and_framing() -> None:
     m = member("ü.JPEG", size=1000)
-    assert plan.estimated_example_bytes(m) == 1000 + len("ü.JPEG".encode()) + 48
+    assert plan.estimated_bytes([plan.member_row(dataset.TRAIN, m)]) == (
+        1000 + len("ü.JPEG".encode()) + 48
+    )
 
 
 def test_plan_more_shards_than_images_raises() -> None:
