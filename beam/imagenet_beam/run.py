@@ -3,6 +3,9 @@
     find_inputs → check_archives → merge_test_patch → unpack_archives → up_to_date → stage
     → publish → verify
 
+(on a first run, with nothing cached or published, check_archives runs beside the steps
+from merge_test_patch to stage, and publish waits for it)
+
 The command line's `convert` runs every step (`convert`); the Airflow DAG runs them in a few
 tasks (retries, the graph and the UI show them apart: the checks beside the merge, the
 unpacking and the plan), with the Beam job (`stage`) launched by the Beam operator, for
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -451,10 +455,11 @@ def up_to_date(settings: Settings, wanted: str) -> str | None:
     )
 
 
-def refuse_other_version(settings: Settings, wanted: str) -> None:
+def refuse_other_version(settings: Settings, wanted: str | None) -> None:
     """Without --overwrite, publishing replaces only nothing, a killed publication of ours,
     or ours with this fingerprint (converted again with --force, or no longer verifying);
-    anything else is refused before any work."""
+    anything else is refused before any work. wanted: None while the archives are still
+    being checked, when nothing is published."""
     from imagenet_beam import metadata
 
     final = output_layout(settings).version_dir
@@ -916,6 +921,68 @@ def verify(
 # --- every step ------------------------------------------------------------------------
 
 
+class _Beside:
+    """fn(*args) in a thread of its own while the caller goes on; `result` waits for it
+    and gives its return value or raises its exception. A daemon thread: a run that fails
+    before asking does not wait for it to end."""
+
+    def __init__(self, fn, *args):
+        self._outcome: list = []
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self._outcome.append((True, fn(*args)))
+        except BaseException as e:  # given to the caller by result()
+            self._outcome.append((False, e))
+
+    def result(self):
+        self._thread.join()
+        done, value = self._outcome[0]
+        if not done:
+            raise value
+        return value
+
+
+def _logged_checks(checks: list[ArchiveCheck]) -> list[ArchiveCheck]:
+    for check in checks:
+        log.info(
+            "%s: %s bytes, sha256 %s%s", check.name, f"{check.size:,}", check.sha256,
+            " (matches the published checksum)" if check.verified_against else "",
+        )
+    return checks
+
+
+def _start_checks(
+    settings: Settings, inputs: Inputs
+) -> tuple[list[ArchiveCheck] | None, _Beside | None]:
+    """The archives' checks, (checks, None); or on a first run (nothing cached, nothing
+    published to compare the archives with) (None, the checks running beside): the
+    conversion need not wait for a first run's longest read, publishing does (as the
+    DAG's tasks do)."""
+    checks = check_archives(settings, inputs, cached_only=True)
+    if checks is not None:
+        return _logged_checks(checks), None
+    if publication.is_published(output_layout(settings).version_dir):
+        return _logged_checks(check_archives(settings, inputs)), None
+    log.info("checking the archives beside the conversion; publishing waits for their checks")
+    return None, _Beside(check_archives, settings, inputs)
+
+
+@contextlib.contextmanager
+def _archives_blamed_first(beside: _Beside | None) -> Iterator[None]:
+    """When the work beside the checks fails on its input (a truncated tar, not a tar),
+    the checks' error if they fail too: it names every broken archive at once, and what to
+    do, as a run that checked them first says."""
+    try:
+        yield
+    except (ConvertError, DataError, OSError):
+        if beside is not None:
+            beside.result()
+        raise
+
+
 @dataclasses.dataclass
 class Outcome:
     version_dir: str
@@ -927,7 +994,9 @@ class Outcome:
 
 def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     """Every step: the command line's `convert`, under the version's lease from the
-    first read of an archive to the end of publishing."""
+    first read of an archive to the end of publishing. A first run (the archives' checks
+    not cached, nothing published) checks the archives beside the conversion, and
+    publishes only once they have passed."""
     version_dir = output_layout(settings).version_dir
     check_paths(settings)
     check_runner(settings, beam_args)
@@ -936,30 +1005,32 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
     with holding_lease(output_layout(settings), run_id, process_bound=True) as lease:
         log.info("found %s", found_text(inputs))  # (a refused lease is the whole output)
         check_space(settings, inputs)
-        checks = check_archives(settings, inputs)
-        for check in checks:
-            log.info(
-                "%s: %s bytes, sha256 %s%s", check.name, f"{check.size:,}", check.sha256,
-                " (matches the published checksum)" if check.verified_against else "",
-            )
-        merged = merge_test_patch(settings, inputs)
-        checks += unpack_archives(settings, inputs)
-        wanted = fingerprint(settings, checks)
-        reason = up_to_date(settings, wanted)
-        if reason and not settings.force:
-            return Outcome(version_dir, up_to_date=True, reason=reason)
-        refuse_other_version(settings, wanted)
-        staging = prepare_staging(settings)
-        try:
-            staged = stage(
-                settings.replace(staging_dir=staging, run_id=run_id),
-                conversion_inputs(inputs, merged),
-                beam_args,
-            )
-            lease.check()
-        except BaseException:
-            storage.delete_tree(staging)  # only this run's: nothing of it was published
-            raise
+        checks, beside = _start_checks(settings, inputs)
+        with _archives_blamed_first(beside):
+            merged = merge_test_patch(settings, inputs)
+            unpacked = unpack_archives(settings, inputs)
+            wanted = None
+            if beside is None:
+                wanted = fingerprint(settings, [*checks, *unpacked])
+                reason = up_to_date(settings, wanted)
+                if reason and not settings.force:
+                    return Outcome(version_dir, up_to_date=True, reason=reason)
+            refuse_other_version(settings, wanted)
+            staging = prepare_staging(settings)
+            try:
+                staged = stage(
+                    settings.replace(staging_dir=staging, run_id=run_id),
+                    conversion_inputs(inputs, merged),
+                    beam_args,
+                )
+                if beside is not None:
+                    checks = _logged_checks(beside.result())
+                    wanted = fingerprint(settings, [*checks, *unpacked])
+                lease.check()
+            except BaseException:
+                storage.delete_tree(staging)  # only this run's: nothing of it was published
+                raise
+        checks += unpacked
         record = publish(
             settings.data_dir,
             staged,

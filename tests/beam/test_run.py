@@ -87,6 +87,43 @@ def test_checksums_are_verified_by_default(patch_input, tmp_path):
     assert not os.path.exists(version_dir(tmp_path))
 
 
+def test_a_first_run_converts_beside_the_checks_and_a_failed_one_publishes_nothing(tmp_path):
+    """Nothing cached, nothing published: the conversion does not wait for the archives'
+    reads. The patched test tar has no published size (only its sha256 says it is not
+    image-net.org's), so only the read finds it wrong, once the conversion has run: nothing
+    is published and the staging is gone."""
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("test",), test_archives=("patched",)
+    )
+    proc = convert(generated.manual_dir, tmp_path / "out", "--splits=test",
+                   "--verify_checksums=true", "--direct_running_mode=in_memory", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    published = dataset.PUBLISHED_ARCHIVES[dataset.TEST_ARCHIVE_PATCHED]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("  - ") and f"expected sha256 {published.sha256}" in lines[-1]
+    log = proc.stderr
+    assert "checking the archives beside the conversion" in log
+    # the job ran to its end before the checks' failure (checked first, it would not run)
+    assert "converting ['test']" in log and "test: 1/1 shards" in log
+    assert not os.path.exists(version_dir(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / "imagenet2012" / ".5.1.0.incomplete")
+
+
+def test_a_first_runs_checks_are_in_its_lineage_and_its_re_run_is_up_to_date(tmp_path):
+    generated = synthetic.generate_manual_dir(str(tmp_path / "manual"), splits=("validation",))
+    out = tmp_path / "out"
+    first = convert(generated.manual_dir, out, *VALIDATION_ARGS)
+    assert "checking the archives beside the conversion" in first.stderr
+    lineage = json.load(open(os.path.join(version_dir(out), "lineage.json")))
+    [archive] = lineage["archives"]
+    path = os.path.join(generated.manual_dir, dataset.VALIDATION_ARCHIVE)
+    assert archive["size"] == os.path.getsize(path) and len(archive["sha256"]) == 64
+    again = convert(generated.manual_dir, out, *VALIDATION_ARGS)
+    assert "is up to date" in again.stdout
+    assert "beside the conversion" not in again.stderr  # cached: known before any work
+
+
 VALIDATION_ARGS = ("--splits=validation", "--direct_running_mode=in_memory")
 
 

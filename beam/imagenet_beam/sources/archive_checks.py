@@ -311,16 +311,32 @@ def cached_checks(
 ) -> list[ArchiveCheck] | None:
     """What `check_archives` would return, when every archive's check is cached for its
     current state (size, times, inode); None when one must still be read. Reads no archive:
-    a missing file or a size other than the published one raises ArchiveCheckError."""
-    checks = []
+    a missing file or a size other than the published one fails as `check_archives` does,
+    every such archive in one error."""
+    paths = list(paths)
+    checks, failed = [], []
     for path in paths:
-        check = check_archive(
-            path, verify_checksum=verify_checksum, cache_dir=cache_dir, cached_only=True
-        )
-        if check is None:
-            return None
-        checks.append(check)
-    return checks
+        try:
+            checks.append(check_archive(
+                path, verify_checksum=verify_checksum, cache_dir=cache_dir, cached_only=True
+            ))
+        except ArchiveCheckError as e:
+            failed.append((path, e))
+    _raise_failures(failed, len(paths))
+    return None if None in checks else checks
+
+
+def _raise_failures(failed: list[tuple[str, ArchiveCheckError]], num_paths: int) -> None:
+    """One error listing every (path, error) of `failed`, if any."""
+    if not failed:
+        return
+    failures: dict[str, str] = {}
+    for path, e in failed:
+        failures.update(e.failures or {path: str(e)})
+    listing = "\n".join(f"  - {e}" for _, e in failed)
+    raise ArchiveCheckError(
+        f"{len(failed)} of {num_paths} archives failed the check:\n{listing}", failures
+    )
 
 
 def check_archives(
@@ -331,8 +347,7 @@ def check_archives(
     listing all failures, so one run shows all. Results are in the order of `paths`."""
     paths = list(paths)
     results: list[ArchiveCheck] = []
-    failures: dict[str, str] = {}
-    messages: list[str] = []
+    failed: list[tuple[str, ArchiveCheckError]] = []
 
     def check(path: str) -> ArchiveCheck:
         return check_archive(path, verify_checksum=verify_checksum, cache_dir=cache_dir)
@@ -344,11 +359,6 @@ def check_archives(
         try:
             results.append(future.result())
         except ArchiveCheckError as e:
-            failures.update(e.failures or {path: str(e)})
-            messages.append(str(e))
-    if messages:
-        listing = "\n".join(f"  - {m}" for m in messages)
-        raise ArchiveCheckError(
-            f"{len(messages)} of {len(paths)} archives failed the check:\n{listing}", failures
-        )
+            failed.append((path, e))
+    _raise_failures(failed, len(paths))
     return results
