@@ -966,6 +966,9 @@ def _start_checks(
         return _logged_checks(checks), None
     if publication.is_published(output_layout(settings).version_dir):
         return _logged_checks(check_archives(settings, inputs)), None
+    # Nothing published: what a refusal depends on is not the archives, and it comes
+    # before any work (not once the checks beside the conversion have ended).
+    refuse_other_version(settings, None)
     log.info("checking the archives beside the conversion; publishing waits for their checks")
     return None, _Beside(check_archives, settings, inputs)
 
@@ -1009,13 +1012,12 @@ def convert(settings: Settings, beam_args: Sequence[str] = ()) -> Outcome:
         with _archives_blamed_first(beside):
             merged = merge_test_patch(settings, inputs)
             unpacked = unpack_archives(settings, inputs)
-            wanted = None
             if beside is None:
                 wanted = fingerprint(settings, [*checks, *unpacked])
                 reason = up_to_date(settings, wanted)
                 if reason and not settings.force:
                     return Outcome(version_dir, up_to_date=True, reason=reason)
-            refuse_other_version(settings, wanted)
+                refuse_other_version(settings, wanted)
             staging = prepare_staging(settings)
             try:
                 staged = stage(

@@ -337,6 +337,8 @@ def test_completion_marker_decides_what_counts_as_published(tmp_path):
     open(os.path.join(version_dir(other), "dataset_info.json"), "w").write("{}")
     refused = convert(generated.manual_dir, other, "--splits=validation", check=False)
     assert refused.returncode == 2 and "another tool" in refused.stderr
+    # before any work: no archive read (a first run's checks would run beside the job)
+    assert "hashing" not in refused.stderr and "converting" not in refused.stderr
 
 
 def test_splits_staged_separately_are_published_together(tmp_path):
