@@ -16,6 +16,7 @@ every split at once on the DirectRunner, per split on a cluster. Each step takes
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -921,28 +922,20 @@ def verify(
 # --- every step ------------------------------------------------------------------------
 
 
-class _Beside:
-    """fn(*args) in a thread of its own while the caller goes on; `result` waits for it
-    and gives its return value or raises its exception. A daemon thread: a run that fails
-    before asking does not wait for it to end."""
+def _beside(fn, *args) -> concurrent.futures.Future:
+    """fn(*args) in a thread of its own while the caller goes on; its Future. A daemon
+    thread (not an executor's, which the interpreter waits for at exit): a run that fails
+    before asking for the result does not wait for it to end."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
 
-    def __init__(self, fn, *args):
-        self._outcome: list = []
-        self._thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, *args) -> None:
+    def run() -> None:
         try:
-            self._outcome.append((True, fn(*args)))
+            future.set_result(fn(*args))
         except BaseException as e:  # given to the caller by result()
-            self._outcome.append((False, e))
+            future.set_exception(e)
 
-    def result(self):
-        self._thread.join()
-        done, value = self._outcome[0]
-        if not done:
-            raise value
-        return value
+    threading.Thread(target=run, daemon=True).start()
+    return future
 
 
 def _logged_checks(checks: list[ArchiveCheck]) -> list[ArchiveCheck]:
@@ -956,7 +949,7 @@ def _logged_checks(checks: list[ArchiveCheck]) -> list[ArchiveCheck]:
 
 def _start_checks(
     settings: Settings, inputs: Inputs
-) -> tuple[list[ArchiveCheck] | None, _Beside | None]:
+) -> tuple[list[ArchiveCheck] | None, concurrent.futures.Future | None]:
     """The archives' checks, (checks, None); or on a first run (nothing cached, nothing
     published to compare the archives with) (None, the checks running beside): the
     conversion need not wait for a first run's longest read, publishing does (as the
@@ -970,11 +963,11 @@ def _start_checks(
     # before any work (not once the checks beside the conversion have ended).
     refuse_other_version(settings, None)
     log.info("checking the archives beside the conversion; publishing waits for their checks")
-    return None, _Beside(check_archives, settings, inputs)
+    return None, _beside(check_archives, settings, inputs)
 
 
 @contextlib.contextmanager
-def _archives_blamed_first(beside: _Beside | None) -> Iterator[None]:
+def _archives_blamed_first(beside: concurrent.futures.Future | None) -> Iterator[None]:
     """When the work beside the checks fails on its input (a truncated tar, not a tar),
     the checks' error if they fail too: it names every broken archive at once, and what to
     do, as a run that checked them first says."""
