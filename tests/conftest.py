@@ -159,6 +159,36 @@ def start_convert(manual, data_dir, *extra):
     )
 
 
+def _group_states(pgid: int) -> list[str]:
+    """The states of every thread (/proc/<pid>/task/<tid>/stat) of the processes in
+    process group `pgid`."""
+    states = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:
+                    continue
+            for tid in os.listdir(f"/proc/{entry}/task"):
+                with open(f"/proc/{entry}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue  # gone meanwhile
+    return states
+
+
+def _wait_until_stopped(pgid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP takes effect when a thread leaves the kernel: a write in flight still
+    lands. Wait until every process of the group shows as stopped (T) or gone (Z)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(state not in "TtZX" for state in _group_states(pgid)):
+        assert time.monotonic() < deadline, f"process group {pgid} did not stop"
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def paused(proc):
     """`proc` and its children stopped (SIGSTOP) for a block: a holder of the lease that
@@ -167,6 +197,7 @@ def paused(proc):
 
     os.killpg(proc.pid, signal.SIGSTOP)
     try:
+        _wait_until_stopped(proc.pid)
         yield
     finally:
         os.killpg(proc.pid, signal.SIGCONT)

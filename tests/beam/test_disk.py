@@ -5,6 +5,7 @@ the project's machines and CI; skipped, saying why, elsewhere)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
@@ -36,6 +37,21 @@ def mount_tmpfs(tmp_path):
 
 def _archives_size(manual_dir) -> int:
     return sum(os.path.getsize(os.path.join(manual_dir, n)) for n in os.listdir(manual_dir))
+
+
+def _fill(path: str, leave: int) -> None:
+    """Take all but `leave` bytes of the free space of `path`'s file system, as another
+    program would (a full device at the first try leaves `leave` bytes free, too)."""
+    with open(path, "wb") as f:
+        try:
+            free = os.statvfs(os.path.dirname(path)).f_bavail * os.statvfs(
+                os.path.dirname(path)).f_frsize
+            f.write(b"\0" * max(0, free - leave))
+            f.flush()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            f.truncate(max(0, os.fstat(f.fileno()).st_size - leave))
 
 
 def _one_error_line(proc) -> str:
@@ -76,10 +92,7 @@ def test_a_disk_that_fills_half_way_says_how_much_is_needed_and_leaves_nothing(
         time.sleep(0.02)
     filler = os.path.join(out, "someone-elses-file")
     with paused(first):  # another program takes nearly all the space that is left
-        free = os.statvfs(out).f_bavail * os.statvfs(out).f_frsize
-        with open(filler, "wb") as f:
-            f.truncate(0)
-            f.write(b"\0" * max(0, free - (64 << 10)))
+        _fill(filler, leave=64 << 10)
     out_text, err = first.communicate(timeout=600)
     first.stdout, first.stderr = out_text, err
     message = _one_error_line(first)
