@@ -431,6 +431,15 @@ def test_postgres_and_long_running_services_have_healthchecks():
     assert environment(services()[SCHEDULER])["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
 
+def test_the_scheduler_loops_sooner_than_airflows_default_as_the_benchmark_runs_it():
+    from benchmarks import scheduler
+
+    sleep = environment(services()[SCHEDULER])["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"]
+    assert 0 < float(sleep) < 1  # Airflow's default: 1 s a loop with nothing to do
+    assert scheduler.deployment_settings(ROOT) == {
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": sleep}
+
+
 def test_start_order():
     def needs(name: str) -> dict[str, str]:
         return {dep: cond["condition"] for dep, cond in services()[name]["depends_on"].items()}

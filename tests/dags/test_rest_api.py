@@ -25,6 +25,7 @@ import time
 import pytest
 import requests
 
+from benchmarks import scheduler
 from imagenet_beam import synthetic
 from tests.conftest import ROOT, version_dir
 
@@ -127,6 +128,7 @@ def _standalone_env(home: str, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",  # fewer idle LocalExecutor workers
+        **scheduler.deployment_settings(ROOT),  # as Docker Compose runs it
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         # the task supervisors reach the Execution API under base_url (default :8080)
