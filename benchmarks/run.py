@@ -261,6 +261,8 @@ def run_dag_scheduled(
         ("ours_dag_noop", {**conf, **RERUN_CHANGE}),
     ):
         _settle(manual_dir)
+        for waited in airflow.wait_idle():
+            print(f"before {name}: waited for {waited} to end")
         run = airflow.run(run_conf)
         skipped = [t for t, state in run.states.items() if t.startswith("convert")
                    and state == "skipped"]

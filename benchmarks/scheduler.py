@@ -28,6 +28,7 @@ DAG_ID = "imagenet2012"
 STARTUP_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 3600
 POLL_S = 0.5
+IDLE_S = 2.0
 # The scheduler settings of docker-compose.yaml's Airflow containers that decide how soon a
 # run's next task starts (not its ports, health check or secrets).
 DEPLOYMENT_SETTINGS = ("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",)
@@ -128,6 +129,33 @@ class Airflow:
                 pass
             time.sleep(1)
         raise self._fail(f"Airflow not ready with {DAG_ID} after {STARTUP_TIMEOUT_S} s")
+
+    def wait_idle(self) -> list[str]:
+        """Waits until no DAG run is queued or running, in any DAG: a run measured next
+        does not share the cores with what the previous one set off (the example
+        `imagenet2012_consumer`, run by each publication's Asset events, imports
+        TensorFlow and reads a batch of each split: ~5-12 s of CPU). The runs waited for."""
+        waited: list[str] = []
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        idle_since = None
+        while True:
+            resp = self.api("GET", "/dags/~/dagRuns",
+                            params={"state": ["queued", "running"], "limit": 100})
+            if resp.status_code != 200:
+                raise self._fail(f"listing DAG runs: HTTP {resp.status_code} {resp.text}")
+            active = [f"{r['dag_id']}/{r['dag_run_id']}" for r in resp.json()["dag_runs"]]
+            if active:
+                idle_since = None
+            else:
+                # idle for a while: the scheduler creates an Asset-triggered run a loop or
+                # two after the events that trigger it
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= IDLE_S:
+                    return waited
+            waited += [r for r in active if r not in waited]
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise self._fail(f"DAG runs still active: {active}")
+            time.sleep(POLL_S)
 
     def run(self, conf: dict) -> DagRun:
         """Triggers a run with `conf`, waits for it to succeed; its wall time and tasks."""

@@ -134,6 +134,11 @@ def test_benchmark_runs_the_dag_under_a_real_scheduler(tmp_path):
     fixed = tasks["fixed_cost"]
     assert fixed["wall_s"] > 0 and fixed["convert[0]"] > 0
     assert "DAG under the scheduler" in proc.stdout
+    # each publication's Asset events run the example consumer: the next measured run
+    # waits for it instead of sharing the cores with it
+    waits = [line for line in proc.stdout.splitlines() if "waited for" in line]
+    assert any(line.startswith("before ours_dag_rerun: waited for imagenet2012_consumer/")
+               for line in waits), proc.stdout[-3000:]
 
 
 def test_the_projection_fits_per_image_and_per_byte_costs():
