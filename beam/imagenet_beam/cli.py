@@ -36,7 +36,8 @@ commands:
                  --direct_num_workers=2 ...]
             (`convert --help` lists every flag; standard Beam options pass through)
   publish   --data_dir=OUT [--staging_dir=DIR]: make splits converted with --stage_only
-            visible (TFDS metadata, lineage.json, then one rename)
+            visible (every shard read back and hashed, TFDS metadata, lineage.json,
+            then one rename)
   verify    VERSION_DIR: check shards against lineage.json, load and decode through TFDS
   report    VERSION_DIR [--output=DIR]: write report.html and report.png (samples, class
             histogram, sizes, fixed/skipped images, archives) for a published version,
@@ -202,7 +203,8 @@ def publish_main(argv: Sequence[str]) -> int:
     try:
         with run.holding_lease(output, run.new_run_id(), process_bound=True):
             record = run.publish(
-                args.data_dir, args.staging_dir, output=output.output, overwrite=True
+                args.data_dir, args.staging_dir, output=output.output, overwrite=True,
+                read_back=True,
             )
     except run.ConvertError as e:
         print(f"error: {e}", file=sys.stderr)

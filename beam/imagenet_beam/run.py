@@ -739,10 +739,15 @@ def publish(
     overwrite: bool = False,
     splits: Sequence[str] | None = None,
     run_id: str | None = None,
+    read_back: bool = False,
     **provenance: Any,
 ):
     """Writes TFDS metadata and lineage.json for what is staged, then makes it visible in
     one step (see `publish.swap_in`). Returns the `metadata.Lineage` written.
+
+    read_back: the staged shards are read back and hashed against the lineage beside the
+    metadata and report, and a shard that does not read back as written is not published
+    (the DAG's publish: its validate_and_record then need not hash them again).
 
     splits, run_id: publish exactly these splits, staged by this run, or refuse (another
     conversion into the same data_dir must not be mixed in). provenance: fingerprint,
@@ -750,6 +755,7 @@ def publish(
     recorded in lineage.json. output: what was staged (imagenet2012 unless told).
     """
     from imagenet_beam import metadata, report, shards
+    from imagenet_beam import verify as verification
     from imagenet_beam.formats import schemas
 
     published = output
@@ -819,10 +825,6 @@ def publish(
     if published.classic_names:
         extra = classic_record(options, staged, splits)
     storage.delete_tree(staged.work_dir)
-    if schemas.for_output(published).tfds_metadata:
-        metadata.write_tfds_metadata(
-            staged.staging_dir, options["file_format"], results, published
-        )
     record = metadata.lineage_record(
         results,
         inputs={r["split"]: r["input"] for r in records},
@@ -835,8 +837,21 @@ def publish(
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
+    # The read-back's reads and hashes (outside the GIL) beside the metadata and the
+    # report's charts (in it).
+    reading = _beside(verification.read_back_staged, staged.staging_dir, record) if (
+        read_back) else None
+    if schemas.for_output(published).tfds_metadata:
+        metadata.write_tfds_metadata(
+            staged.staging_dir, options["file_format"], results, published
+        )
     # listed in the marker like the rest
     report.write_report(staged.staging_dir, record, published_as=output.version_dir)
+    if reading is not None:
+        try:
+            reading.result()
+        except verification.VerificationError as e:
+            raise ConvertError(str(e)) from None
     publication.swap_in(staged.staging_dir, output)
     log.info("published %s", output.version_dir)
     return record

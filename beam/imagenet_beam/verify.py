@@ -1,7 +1,9 @@
 """Reading a published version back: does it hold what its lineage.json says?
 
-Used after every conversion (the command line, the DAG's `validate_and_record`), by the
-up-to-date check, and by users: `python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0`.
+Used after every conversion (the command line, the DAG's `validate_and_record`), on the
+staged shards before a publication makes them visible (`read_back_staged`: the DAG's
+publish), by the up-to-date check, and by users:
+`python -m imagenet_beam verify DATA_DIR/imagenet2012/5.1.0`.
 ("Decoding every image" while converting is a setting, `decode_images`; this reads the
 published output.)
 """
@@ -217,6 +219,47 @@ def _shard_problems(
     return count, problems
 
 
+def shards_against_lineage(
+    version_dir: str, record: Lineage, checksums: bool = True
+) -> tuple[dict[str, int], list[str]]:
+    """Every shard of `record` in `version_dir` (and its DALI index) against it: (the
+    records counted per split, what differs). checksums=False: sizes only."""
+    shard_format = formats.get(record.options["file_format"])
+    shards = [(split, shard) for split, info in record.splits.items() for shard in info.shards]
+
+    def check(shard: ShardLineage) -> tuple[int, list[str]]:
+        return _shard_problems(version_dir, shard, shard_format, checksums)
+
+    # The shards side by side (a thread each, a few per core: each is a read at disk speed
+    # and a sha256, which releases the GIL), the problems in lineage order.
+    workers = max(1, min(len(shards), 2 * (os.cpu_count() or 1)))
+    with concurrent.futures.ThreadPoolExecutor(workers, "verify") as pool:
+        checked = list(pool.map(check, [shard for _, shard in shards]))
+    totals: dict[str, int] = dict.fromkeys(record.splits, 0)
+    problems: list[str] = []
+    for (split, _), (count, found) in zip(shards, checked, strict=True):
+        totals[split] += count
+        problems += found
+    problems += [
+        f"{split}: {totals[split]} examples, lineage.json says {info.num_examples}"
+        for split, info in record.splits.items() if totals[split] != info.num_examples
+    ]
+    return totals, problems
+
+
+def read_back_staged(staging_dir: str, record: Lineage) -> None:
+    """The staged shards read back and hashed against the lineage about to be published
+    (`run.publish(read_back=True)`: beside its metadata and report, before anything is
+    visible); a VerificationError saying what differs."""
+    _, problems = shards_against_lineage(staging_dir, record, checksums=True)
+    if problems:
+        raise VerificationError(
+            f"the shards staged in {staging_dir} do not read back as they were written: "
+            + "; ".join(problems) + ". Nothing was published; check the output's disk "
+            "and convert again"
+        )
+
+
 def verify_output(
     version_dir: str, decode: bool = True, checksums: bool = True, tensorflow: bool = True
 ) -> dict:
@@ -229,27 +272,9 @@ def verify_output(
     A version without its completion marker (a publication that did not finish) fails.
     """
     record = published_lineage(version_dir)
-    shard_format = formats.get(record.options["file_format"])
-    problems, summary = [], {"version_dir": version_dir, "splits": {}}
-    shards = [(split, shard) for split, info in record.splits.items() for shard in info.shards]
-
-    def check(shard: ShardLineage) -> tuple[int, list[str]]:
-        return _shard_problems(version_dir, shard, shard_format, checksums)
-
-    # The shards side by side (a thread each, a few per core: each is a read at disk speed
-    # and a sha256, which releases the GIL), the problems in lineage order.
-    workers = max(1, min(len(shards), 2 * (os.cpu_count() or 1)))
-    with concurrent.futures.ThreadPoolExecutor(workers, "verify") as pool:
-        checked = list(pool.map(check, [shard for _, shard in shards]))
-    totals: dict[str, int] = dict.fromkeys(record.splits, 0)
-    for (split, _), (count, found) in zip(shards, checked, strict=True):
-        totals[split] += count
-        problems += found
+    summary = {"version_dir": version_dir, "splits": {}}
+    totals, problems = shards_against_lineage(version_dir, record, checksums)
     for split, info in record.splits.items():
-        if totals[split] != info.num_examples:
-            problems.append(
-                f"{split}: {totals[split]} examples, lineage.json says {info.num_examples}"
-            )
         summary["splits"][split] = {
             "num_examples": totals[split],
             "num_shards": len(info.shards),

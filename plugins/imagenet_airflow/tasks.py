@@ -274,20 +274,25 @@ def publish(params: Mapping, verified: Mapping, plan: Mapping, run_info: Mapping
             # published: what this run staged is dropped by release_lease.
             log.info("nothing to publish: %s", reason)
             return {"published": False, "reason": reason}
-        record = run.publish(
-            conversion.data_dir,
-            output=run.output_of(conversion),
-            overwrite=True,
-            splits=conversion.splits,
-            run_id=run_info["run_id"],
-            fingerprint=wanted,
-            archives=archives,
-            test_patch=plan["merged"],
-            airflow={**run_info, "params": dict(params)},
-        )
+        try:
+            record = run.publish(
+                conversion.data_dir,
+                output=run.output_of(conversion),
+                overwrite=True,
+                splits=conversion.splits,
+                run_id=run_info["run_id"],
+                fingerprint=wanted,
+                archives=archives,
+                test_patch=plan["merged"],
+                airflow={**run_info, "params": dict(params)},
+                read_back=True,
+            )
+        except run.ConvertError as e:  # what is staged is wrong: a retry would see it again
+            raise AirflowFailException(str(e)) from None
     version_dir = run.output_layout(conversion).version_dir
     return {
         "published": True,
+        "read_back": True,  # every shard read and hashed before it was made visible
         "version_dir": version_dir,
         "splits": {s: info.num_examples for s, info in record.splits.items()},
     }
@@ -301,18 +306,20 @@ def output(params: Mapping):
 
 
 def verify_published(params: Mapping, published: Mapping) -> dict:
-    """Reads the published version back (every shard's sha256 when this run wrote it);
-    returns what to record per split."""
+    """Reads the published version back (every shard's sha256 when this run wrote it and
+    publish did not read it back already); returns what to record per split."""
     from imagenet_beam import metadata, run
 
     conversion = settings(params)
     # A version this run did not publish was read back by the run that did; what has not
-    # changed since (marker, files, shard sizes) the plan checked. Every shard read again
-    # and hashed, the metadata loaded by TFDS's builder and a first image a split decoded
-    # is for new versions; without TensorFlow, whose import (~4 s) would be most of it.
+    # changed since (marker, files, shard sizes) the plan checked. A new version's shards
+    # publish read back and hashed before making them visible (beside its report); here
+    # its marker, files and sizes, the metadata loaded by TFDS's builder and a first image
+    # a split decoded, without TensorFlow, whose import (~4 s) would be most of it.
     fresh = bool(published["published"])
+    hashed = fresh and not published.get("read_back", False)
     try:
-        summary = run.verify(conversion, decode=fresh, checksums=fresh, tensorflow=False)
+        summary = run.verify(conversion, decode=fresh, checksums=hashed, tensorflow=False)
     except run.ConvertError as e:
         raise AirflowFailException(str(e)) from None
     version_dir = run.output_layout(conversion).version_dir

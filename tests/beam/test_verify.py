@@ -91,6 +91,34 @@ def test_a_changed_byte_fails_on_sha256(version):
     assert f"{shard['file']}: sha256" in proc.stderr
 
 
+def test_publishing_reads_the_staged_shards_back_and_publishes_nothing_that_changed(
+    generated, tmp_path
+):
+    """The DAG's publish and `python -m imagenet_beam publish` read every staged shard
+    back and hash it before anything is visible: a byte changed on the disk after it was
+    written is an error naming the shard, and nothing is published."""
+    data_dir = tmp_path / "data"
+    convert(generated.manual_dir, data_dir, "--splits=validation", "--num_shards=2",
+            "--stage_only", "--direct_running_mode=in_memory")
+    staging = data_dir / "imagenet2012" / ".5.1.0.incomplete"
+    shard = sorted(staging.glob("imagenet2012-validation.tfrecord-*"))[1]
+    data = bytearray(shard.read_bytes())
+    data[12 + 40] ^= 0xFF  # inside the first record's payload: size and framing unchanged
+    shard.write_bytes(bytes(data))
+
+    proc = run_cli("publish", f"--data_dir={data_dir}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    [message] = proc.stderr.strip().splitlines()
+    assert message.startswith(f"error: the shards staged in {staging} do not read back")
+    assert f"{shard.name}: sha256 " in message and "Nothing was published" in message
+    assert not os.path.exists(version_dir(data_dir))
+
+    # as the message says: converted again, it publishes
+    convert(generated.manual_dir, data_dir, "--splits=validation", "--num_shards=2",
+            "--direct_running_mode=in_memory")
+    verify_output(version_dir(data_dir), decode=False)
+
+
 @pytest.mark.parametrize("checksums", [False, True])
 def test_a_truncated_shard_fails_on_bytes(version, checksums):
     shard = _first_shard(version)

@@ -364,3 +364,53 @@ def test_the_huggingface_archives_give_the_same_shards_through_the_dag(
     plan = _xcom("imagenet2012", run.run_id, "plan_conversion", key="plan")
     assert {a["name"] for a in plan["archives"]} >= {f"huggingface:{s}" for s in SPLITS}
     assert _shard_sha256(hf_conf["data_dir"]) == FIRST_RUN_SHARDS[conf["data_dir"]]
+
+
+def test_publish_reads_the_staged_shards_back_before_anything_is_visible(imagenet_dag, tmp_path):
+    """The DAG's publish hashes every staged shard against the lineage it is about to
+    publish (beside the report), so validate_and_record need not: a shard changed on the
+    disk after the convert task wrote it fails publish at once (no retry would mend it),
+    saying which, and nothing is published; the run's teardown drops its staging."""
+    import subprocess
+    import sys
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from imagenet_airflow import tasks
+    from tests.conftest import ROOT
+
+    generated = synthetic.generate_manual_dir(
+        str(tmp_path / "manual"), splits=("validation",), test_archives=()
+    )
+    data_dir = str(tmp_path / "data")
+    params = copy.deepcopy(imagenet_dag.params)
+    params.update({"manual_dir": generated.manual_dir, "data_dir": data_dir,
+                   "splits": ["validation"], "verify_checksums": False, "test_patch": None,
+                   "num_shards": 2, "num_workers": 1})
+    params = params.validate()
+    run_id = "changed-after-writing"
+    tasks.take_lease(params, run_id)
+    try:
+        plan = tasks.plan_conversion(params, run_id)
+        [job] = plan["jobs"]
+        # what the convert task runs
+        subprocess.run([sys.executable, "-m", "imagenet_beam.beam_main",
+                        *(f"--{k}={v}" for k, v in job.items())],
+                       cwd=ROOT, check=True, capture_output=True)
+        staging = os.path.join(data_dir, "imagenet2012", ".5.1.0.incomplete")
+        shard = sorted(n for n in os.listdir(staging) if ".tfrecord-" in n)[0]
+        with open(os.path.join(staging, shard), "r+b") as f:
+            f.seek(12 + 40)  # inside the first record's payload: size and framing unchanged
+            byte = f.read(1)
+            f.seek(12 + 40)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        verified = tasks.verify_archives(params, run_id)
+        with pytest.raises(AirflowFailException) as e:
+            tasks.publish(params, verified, plan,
+                          {"dag_id": imagenet_dag.dag_id, "run_id": run_id})
+    finally:
+        tasks.release_lease(params, run_id)
+    assert "do not read back as they were written" in str(e.value)
+    assert f"{shard}: sha256 " in str(e.value) and "Nothing was published" in str(e.value)
+    assert not os.path.exists(version_dir(data_dir))
+    assert not os.path.exists(staging)
