@@ -32,7 +32,7 @@ from typing import Any
 from imagenet_beam import dataset, layout, sources, storage
 from imagenet_beam import lease as leases
 from imagenet_beam import publish as publication
-from imagenet_beam.errors import DataError
+from imagenet_beam.errors import DataError, from_os_error
 from imagenet_beam.layout import Output, OutputLayout, StagingLayout, shard_file_format
 from imagenet_beam.settings import Settings, SettingsError
 from imagenet_beam.sources import SplitInput
@@ -572,12 +572,17 @@ def _raise_recorded_errors(staged: StagingLayout, splits: Sequence[str]) -> None
         needed = sum(
             r["input"]["size"] or 0 for r in _staged_records(staged) if r["split"] in splits
         )
-        raise ConvertError(
-            f"{full[0]} (this conversion needs about {size_text(needed)} free in "
-            f"{staged.staging_dir}'s file system)"
-        )
+        raise _full_disk(full[0], needed, staged)
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
     raise ConvertError(f"{problems[0]}{more}")
+
+
+def _full_disk(error: DataError, needed: int, staged: StagingLayout) -> ConvertError:
+    """A full output device's error, with how much this conversion needs."""
+    return ConvertError(
+        f"{error} (this conversion needs about {size_text(needed)} free in "
+        f"{staged.staging_dir}'s file system)"
+    )
 
 
 def size_text(num_bytes: float) -> str:
@@ -665,29 +670,12 @@ def stage(
     staged = StagingLayout(staging_dir(settings))
     for split in settings.splits:
         publication.clear_staged_split(staged, split)
-    storage.makedirs(staged.staging_dir)
-    storage.makedirs(staged.results_dir)
-    if not storage.is_remote(staged.staging_dir):  # room for the error records of a full disk
-        storage.write_bytes(staged.space_reserve, bytes(SPACE_RESERVE_BYTES))
+    runner_name = runner.name if runner else options.view_as(StandardOptions).runner
+    with _full_disk_said(sum(size or 0 for size in sizes.values()), staged):
+        _stage_records(settings, converted, sizes, staged, runner_name)
     if runner is runners.DASK:
         _check_dask_cluster(options, [staged.results_dir], say=False)
-    runner_name = runner.name if runner else options.view_as(StandardOptions).runner
     paths = {split: s.archive for split, s in converted.items()}
-    for split, split_input in converted.items():
-        record = {
-            "split": split,
-            "input": {
-                "path": split_input.archive,
-                "layout": split_input.layout,
-                "size": sizes[split] or None,
-            },
-            "settings": settings.lineage(),
-            "runner": runner_name,
-            "run_id": settings.run_id,
-        }
-        storage.write_bytes(
-            staged.split_record(split), json.dumps(record, sort_keys=True).encode()
-        )
     log.info("converting %s from %s into %s", list(paths), settings.manual_dir, staged.staging_dir)
     schema = configured_schema(settings)
     with progress.reporting(staged, list(paths), enabled=not no_wait):
@@ -708,6 +696,46 @@ def stage(
         return staged.staging_dir
     _check_results(list(shards.iter_results(staged.results_dir)), list(paths))
     return staged.staging_dir
+
+
+@contextlib.contextmanager
+def _full_disk_said(needed: int, staged: StagingLayout) -> Iterator[None]:
+    """The launcher's own writes into staging (not a step's, which record their errors):
+    a full device is said as a step's is, with how much the conversion needs."""
+    try:
+        yield
+    except OSError as e:
+        error = from_os_error(e, staged.staging_dir)
+        if error is None or not error.no_space:
+            raise
+        raise _full_disk(error, needed, staged) from None
+
+
+def _stage_records(
+    settings: Settings, converted: Mapping[str, SplitInput], sizes: Mapping[str, int | None],
+    staged: StagingLayout, runner_name: str,
+) -> None:
+    """The staging directory, the space held back for a full disk's error records, and
+    each split's record of what it is converted from and how (read by `publish`)."""
+    storage.makedirs(staged.staging_dir)
+    storage.makedirs(staged.results_dir)
+    if not storage.is_remote(staged.staging_dir):  # room for the error records of a full disk
+        storage.write_bytes(staged.space_reserve, bytes(SPACE_RESERVE_BYTES))
+    for split, split_input in converted.items():
+        record = {
+            "split": split,
+            "input": {
+                "path": split_input.archive,
+                "layout": split_input.layout,
+                "size": sizes[split] or None,
+            },
+            "settings": settings.lineage(),
+            "runner": runner_name,
+            "run_id": settings.run_id,
+        }
+        storage.write_bytes(
+            staged.split_record(split), json.dumps(record, sort_keys=True).encode()
+        )
 
 
 # --- publish ---------------------------------------------------------------------------

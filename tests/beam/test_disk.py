@@ -105,3 +105,16 @@ def test_a_disk_that_fills_half_way_says_how_much_is_needed_and_leaves_nothing(
     os.remove(filler)
     convert(busy_input, out, "--splits=train,validation")
     run_cli("verify", version_dir(out))
+
+
+def test_a_device_full_before_the_first_step_says_how_much_is_needed(busy_input, mount_tmpfs):
+    """The DAG's convert task (`--stage_only`) starts after plan_conversion checked the
+    free space; a device filled meanwhile fails the launcher's own first writes into
+    staging, which say what a step's full disk says, with how much is needed."""
+    out = mount_tmpfs("full-at-start", 512 << 10)
+    message = _one_error_line(convert(busy_input, out, "--splits=validation", "--stage_only",
+                                      check=False))
+    assert message.startswith("error: no space left on the output's device")
+    needed = os.path.getsize(os.path.join(busy_input, "ILSVRC2012_img_val.tar"))
+    assert f"this conversion needs about {needed / 1e6:.1f} MB free in" in message
+    assert not os.path.exists(version_dir(out))
