@@ -97,6 +97,29 @@ def test_index_lines_are_the_records_a_walk_finds(tmp_path):
     assert tfrecord_index.index_problems(b"", 0, 0) == []
 
 
+@pytest.mark.parametrize("read_size", [1, 5, 12, 13, 4096, 8 << 20])
+def test_a_read_back_counts_and_hashes_a_shard_in_one_pass(tmp_path, monkeypatch, read_size):
+    """The read-back's count comes from the headers inside each large read (headers that
+    straddle two reads included); the same count and sha256 as a record-by-record walk
+    and a hash of the file; a shard cut short inside a header or a record is named."""
+    from imagenet_beam.formats import tfrecord
+
+    records = [b"", b"x", bytes(range(256)) * 3, os.urandom(70_000), b"last"]
+    path = str(tmp_path / "imagenet2012-train.tfrecord-00000-of-00001")
+    written = formats.get("tfrecord").write(path, ((r,) for r in records))
+    data = _read(path)
+    monkeypatch.setattr(tfrecord, "_READ_SIZE", read_size)
+    shard_format = formats.get("tfrecord")
+    assert shard_format.count_and_hash(path) == (
+        len(tfrecord_spans(data)), hashlib.sha256(data).hexdigest())
+    assert shard_format.count_and_hash(path) == (len(records), written.sha256)
+    for cut, where in ((len(data) - 3, "a record"), (written.offsets[-1] + 5, "a record header")):
+        with open(path, "wb") as f:
+            f.write(data[:cut])
+        with pytest.raises(tfrecord.ShardFormatError, match=f"ends inside {where}$"):
+            shard_format.count_and_hash(path)
+
+
 @pytest.mark.parametrize(("tamper", "message"), [
     (lambda lines: lines[:-1], "4 lines for 5 records"),
     (lambda lines: [lines[0], "17 " + lines[1].split()[1], *lines[2:]],

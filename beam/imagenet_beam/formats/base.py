@@ -34,6 +34,14 @@ class ShardFormat(abc.ABC):
     def count_records(self, path: str) -> int:
         """How many records the shard at `path` holds (reads headers or the index only)."""
 
+    def count_and_hash(self, path: str) -> tuple[int, str]:
+        """(how many records, the sha256 of the file) of the shard at `path`: a read-back's
+        facts. This default counts, then hashes; a format that can count from the bytes
+        does both in one read."""
+        from imagenet_beam import storage
+
+        return self.count_records(path), storage.sha256_of(path)
+
     @abc.abstractmethod
     def read_records(
         self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None
