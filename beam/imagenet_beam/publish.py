@@ -127,8 +127,11 @@ def unpublish(version_dir: str) -> None:
     storage.delete_tree(version_dir)
 
 
-def swap_in(staging: str, output: layout.OutputLayout) -> None:
-    """Makes the staged version visible, replacing an older one or a killed publication."""
+def swap_in(staging: str, output: layout.OutputLayout, keep_replaced: bool = False) -> None:
+    """Makes the staged version visible, replacing an older one or a killed publication.
+    keep_replaced: a local older version is left in `output.replaced_dir` (not a version
+    name: TFDS does not read it) for the caller to remove once the new one is out (a DAG
+    run's release_lease; the next publication removes it otherwise)."""
     final = output.version_dir
     marker = completion_record(staging, output.output)
     if not storage.is_remote(final):
@@ -138,7 +141,8 @@ def swap_in(staging: str, output: layout.OutputLayout) -> None:
             storage.delete_tree(replaced)
             storage.rename_tree(final, replaced)
         storage.rename_tree(staging, final)
-        storage.delete_tree(replaced)
+        if not keep_replaced:
+            storage.delete_tree(replaced)
         return
     unpublish(final)
     prefix = staging.rstrip("/") + "/"

@@ -178,8 +178,9 @@ def holding_lease(
 
 def release_lease(settings: Settings, run_id: str) -> str:
     """A DAG run's end: removes its staging directory (gone already when it published: a
-    failed conversion leaves nothing behind), then releases its lease. What it did, as a
-    line; nothing when the lease is no longer the run's (it expired and was taken over)."""
+    failed conversion leaves nothing behind) and the version its publication replaced,
+    then releases its lease. What it did, as a line; nothing when the lease is no longer
+    the run's (it expired and was taken over)."""
     lease = leases.Lease(output_layout(settings).lease_file, run_id, process_bound=False)
     try:
         lease.acquire()
@@ -191,6 +192,10 @@ def release_lease(settings: Settings, run_id: str) -> str:
     if storage.list_files(staging):
         storage.delete_tree(staging)
         said = f"removed this run's unpublished staging directory {staging}; " + said
+    replaced = output_layout(settings).replaced_dir
+    if not storage.is_remote(replaced) and os.path.isdir(replaced):
+        storage.delete_tree(replaced)
+        said = f"removed the version this run's publication replaced ({replaced}); " + said
     lease.release()
     return said
 
@@ -768,6 +773,7 @@ def publish(
     splits: Sequence[str] | None = None,
     run_id: str | None = None,
     read_back: bool = False,
+    keep_replaced: bool = False,
     **provenance: Any,
 ):
     """Writes TFDS metadata and lineage.json for what is staged, then makes it visible in
@@ -776,6 +782,8 @@ def publish(
     read_back: the staged shards are read back and hashed against the lineage beside the
     metadata and report, and a shard that does not read back as written is not published
     (the DAG's publish: its validate_and_record then need not hash them again).
+    keep_replaced: the version it replaces is left for `release_lease` to remove (see
+    `publish.swap_in`), after the run's last task on its way.
 
     splits, run_id: publish exactly these splits, staged by this run, or refuse (another
     conversion into the same data_dir must not be mixed in). provenance: fingerprint,
@@ -865,10 +873,8 @@ def publish(
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
-    # The read-back's reads and hashes (outside the GIL) beside the metadata and the
-    # report's charts (in it).
-    reading = _beside(verification.read_back_staged, staged.staging_dir, record) if (
-        read_back) else None
+    # The read-back beside the metadata and the report's charts.
+    reading = verification.read_back_beside(staged.staging_dir) if read_back else None
     if schemas.for_output(published).tfds_metadata:
         metadata.write_tfds_metadata(
             staged.staging_dir, options["file_format"], results, published
@@ -877,10 +883,10 @@ def publish(
     report.write_report(staged.staging_dir, record, published_as=output.version_dir)
     if reading is not None:
         try:
-            reading.result()
+            reading()
         except verification.VerificationError as e:
             raise ConvertError(str(e)) from None
-    publication.swap_in(staged.staging_dir, output)
+    publication.swap_in(staged.staging_dir, output, keep_replaced=keep_replaced)
     log.info("published %s", output.version_dir)
     return record
 

@@ -286,6 +286,7 @@ def publish(params: Mapping, verified: Mapping, plan: Mapping, run_info: Mapping
                 test_patch=plan["merged"],
                 airflow={**run_info, "params": dict(params)},
                 read_back=True,
+                keep_replaced=True,  # removed by release_lease, beside validate_and_record
             )
         except run.ConvertError as e:  # what is staged is wrong: a retry would see it again
             raise AirflowFailException(str(e)) from None

@@ -248,9 +248,15 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(
     assert f"train: {path} was found up to date by {run.run_id}" in caplog.text
 
     changed = {**conf, "num_shards": 2, "splits": ["validation"]}
-    run, states = _run(imagenet_dag, changed)
+    with caplog.at_level("INFO"):
+        run, states = _run(imagenet_dag, changed)
     assert str(run.state) == "success", states
     assert states["convert[0]"] == "success"
+    # The version it replaced is removed by release_lease (beside validate_and_record),
+    # not by publish, on the run's longest path.
+    log = caplog.text + "".join(capfd.readouterr())
+    assert f"removed the version this run's publication replaced ({path}.replaced)" in log
+    assert not os.path.exists(path + ".replaced")
     lineage = json.load(open(os.path.join(path, "lineage.json")))
     assert lineage["airflow"]["run_id"] == run.run_id
     assert list(lineage["splits"]) == ["validation"]
