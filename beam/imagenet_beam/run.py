@@ -886,6 +886,9 @@ def publish(
             reading()
         except verification.VerificationError as e:
             raise ConvertError(str(e)) from None
+        shards_read = [shard for info in record.splits.values() for shard in info.shards]
+        log.info("read back %d shards (%s): each as it was written (sha256, records)",
+                 len(shards_read), size_text(sum(s.num_bytes for s in shards_read)))
     publication.swap_in(staged.staging_dir, output, keep_replaced=keep_replaced)
     log.info("published %s", output.version_dir)
     return record

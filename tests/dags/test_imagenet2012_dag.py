@@ -253,8 +253,9 @@ def test_a_second_run_skips_and_a_changed_setting_reconverts(
     assert str(run.state) == "success", states
     assert states["convert[0]"] == "success"
     # The version it replaced is removed by release_lease (beside validate_and_record),
-    # not by publish, on the run's longest path.
+    # not by publish, on the run's longest path; publish says it read the shards back.
     log = caplog.text + "".join(capfd.readouterr())
+    assert "read back 2 shards (" in log and "each as it was written" in log
     assert f"removed the version this run's publication replaced ({path}.replaced)" in log
     assert not os.path.exists(path + ".replaced")
     lineage = json.load(open(os.path.join(path, "lineage.json")))
