@@ -873,8 +873,13 @@ def publish(
         **provenance,
     )
     metadata.write_lineage(staged.staging_dir, record)
-    # The read-back beside the metadata and the report's charts.
-    reading = verification.read_back_beside(staged.staging_dir) if read_back else None
+    # The read-back beside the metadata and the report's charts (on gs:// in a thread:
+    # its waits are the network's).
+    reading = None
+    if read_back and storage.is_remote(staged.staging_dir):
+        reading = _beside(verification.read_back_staged, staged.staging_dir, record).result
+    elif read_back:
+        reading = verification.read_back_in_a_process(staged.staging_dir)
     if schemas.for_output(published).tfds_metadata:
         metadata.write_tfds_metadata(
             staged.staging_dir, options["file_format"], results, published

@@ -263,17 +263,11 @@ def read_back_staged(staging_dir: str, record: Lineage) -> None:
 _READ_BACK_FAILED = 3  # the read-back process's exit status when a shard differs
 
 
-def read_back_beside(staging_dir: str) -> Callable[[], None]:
-    """Starts `read_back_staged` against the lineage.json written into `staging_dir`,
-    beside the caller; returns what waits for it (raising its VerificationError). A local
-    staging is read in a process of its own: its many reads and hashes then wait for no
-    GIL that the caller's charts hold (in a thread they took 1.5x as long, and the charts
-    twice). A gs:// one in a thread (its waits are the network's)."""
-    if storage.is_remote(staging_dir):
-        pool = concurrent.futures.ThreadPoolExecutor(1, "read-back")
-        future = pool.submit(read_back_staged, staging_dir, metadata.read_lineage(staging_dir))
-        pool.shutdown(wait=False)
-        return future.result
+def read_back_in_a_process(staging_dir: str) -> Callable[[], None]:
+    """Starts `read_back_staged` against the lineage.json written into the local
+    `staging_dir`, in a process of its own beside the caller: its many reads and hashes
+    then wait for no GIL that the caller's charts hold (in a thread they took 1.5x as long,
+    and the charts twice). Returns what waits for it (raising its VerificationError)."""
     code = ("import sys\nfrom imagenet_beam import verify\n"
             "sys.exit(verify.read_back_main(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", code, staging_dir],
@@ -293,7 +287,7 @@ def read_back_beside(staging_dir: str) -> Callable[[], None]:
 
 
 def read_back_main(staging_dir: str) -> int:
-    """`read_back_beside`'s process: exit status 0, or _READ_BACK_FAILED with the error."""
+    """`read_back_in_a_process`'s process: exit status 0, or _READ_BACK_FAILED with the error."""
     try:
         read_back_staged(staging_dir, metadata.read_lineage(staging_dir))
     except VerificationError as e:

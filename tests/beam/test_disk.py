@@ -44,9 +44,8 @@ def _fill(path: str, leave: int) -> None:
     program would (a full device at the first try leaves `leave` bytes free, too)."""
     with open(path, "wb") as f:
         try:
-            free = os.statvfs(os.path.dirname(path)).f_bavail * os.statvfs(
-                os.path.dirname(path)).f_frsize
-            f.write(b"\0" * max(0, free - leave))
+            fs = os.statvfs(os.path.dirname(path))
+            f.write(b"\0" * max(0, fs.f_bavail * fs.f_frsize - leave))
             f.flush()
         except OSError as e:
             if e.errno != errno.ENOSPC:

@@ -51,8 +51,9 @@ class ArrayRecordFormat(ShardFormat):
             storage.upload_file(local, path)
             return result
 
-    def count_records(self, path: str) -> int:
-        return self._read(path, lambda reader: reader.num_records())
+    def count_and_hash(self, path: str) -> tuple[int, str]:
+        """The count from the shard's own index, then the file hashed."""
+        return self._read(path, lambda reader: reader.num_records()), storage.sha256_of(path)
 
     def read_records(
         self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None

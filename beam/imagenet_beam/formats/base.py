@@ -31,16 +31,9 @@ class ShardFormat(abc.ABC):
         """Writes the records, in order, to `path` (local or gs://)."""
 
     @abc.abstractmethod
-    def count_records(self, path: str) -> int:
-        """How many records the shard at `path` holds (reads headers or the index only)."""
-
     def count_and_hash(self, path: str) -> tuple[int, str]:
         """(how many records, the sha256 of the file) of the shard at `path`: a read-back's
-        facts. This default counts, then hashes; a format that can count from the bytes
-        does both in one read."""
-        from imagenet_beam import storage
-
-        return self.count_records(path), storage.sha256_of(path)
+        facts."""
 
     @abc.abstractmethod
     def read_records(

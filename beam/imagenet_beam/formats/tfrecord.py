@@ -77,22 +77,11 @@ class TFRecordFormat(ShardFormat):
                 count += 1
         return WriteResult(count, size, digest.hexdigest(), tuple(starts))
 
-    def count_records(self, path: str) -> int:
-        count = 0
-        with storage.open_read(path) as f:
-            while header := f.read(_HEADER):
-                if len(header) < _HEADER:
-                    raise ShardFormatError(f"{path} ends inside a record header")
-                (length,) = struct.unpack("<Q", header[:8])
-                f.seek(length + 4, 1)
-                count += 1
-        return count
-
     def count_and_hash(self, path: str) -> tuple[int, str]:
         """One pass in large reads: each read hashed, the record headers within it walked
-        in memory. (Counting by a 12-byte read and a seek a record costs two system calls
-        a record, each a wait for the GIL when another thread holds it: publish draws its
-        report's charts beside the read-back.)"""
+        in memory (not a 12-byte read and a seek a record: two system calls a record,
+        each a wait for the GIL when another thread holds it), then no second read to
+        hash."""
         digest = hashlib.sha256()
         count = seen = next_at = 0  # records, bytes read, where the next header starts
         head = b""  # the start of a header that continues in the next read
