@@ -292,10 +292,10 @@ class StagingLayout:
         return basename(path).startswith("split-") and path.startswith(self.work_dir)
 
     def index_file(self, split: str, ident: str) -> str:
-        return join(self.index_dir, f"{split}-{ident}.json")
+        return join(self.index_dir, f"{split}-{ident}.arrow")
 
     def plan_file(self, split: str, index: int, num_shards: int) -> str:
-        return join(self.plan_dir, f"{split}-{index:05d}-of-{num_shards:05d}.json")
+        return join(self.plan_dir, f"{split}-{index:05d}-of-{num_shards:05d}.arrow")
 
     def planned_file(self, split: str) -> str:
         """The split's totals (shards, images), written once every shard is planned."""

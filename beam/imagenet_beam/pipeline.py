@@ -18,11 +18,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from imagenet_beam import dataset, layout, plan, shards, storage
+from imagenet_beam import dataset, layout, member_table, plan, shards, storage
 from imagenet_beam.formats import schemas
 from imagenet_beam.layout import StagingLayout
+from imagenet_beam.member_table import MemberTable
 from imagenet_beam.settings import Settings, add_arguments
-from imagenet_beam.sources import MemberRef, Source
+from imagenet_beam.sources import Source
 from imagenet_beam.step_errors import RecordedErrors, failed_already
 
 # The Beam Metrics counters' namespace (what Dataflow's job page lists them under):
@@ -40,74 +41,21 @@ class ConvertOptions(PipelineOptions):
         add_arguments(parser)
 
 
-def _write_members(path: str, members) -> None:
-    """An index file: member rows (`plan.member_row`, keyed here, where indexing runs in
-    parallel, not in the plan's one pass over a split) by archive, as compact JSON;
-    `_read_members` gives back equal MemberRefs."""
-    by_archive: dict[str, list] = {}
-    for m in members:
-        by_archive.setdefault(m.archive, []).append(plan.member_row(m.split, m))
-    text = json.dumps(
-        {"split": members[0].split if members else None, "archives": by_archive},
-        separators=(",", ":"),
-    )
-    storage.write_bytes(path, text.encode("utf-8"))
-
-
-def _read_members(path: str) -> list[MemberRef]:
-    record = json.loads(storage.read_bytes(path))
-    return [
-        MemberRef(record["split"], archive, *row[plan.OFFSET:plan.ARCHIVE])
-        for archive, rows in record["archives"].items()
-        for row in rows
-    ]
-
-
-def _read_rows(paths: list[str], archives: dict[str, int]) -> list[list]:
-    """Every row of the index files, each given its archive's number in `archives` (which
-    gains the archives first seen)."""
-    rows: list[list] = []
-    for path in paths:
-        for archive, part in json.loads(storage.read_bytes(path))["archives"].items():
-            number = archives.setdefault(archive, len(archives))
-            for row in part:
-                row.append(number)
-            rows += part
-    return rows
-
-
 def indexed_file_names(staging: StagingLayout, split: str) -> set[str]:
     """The file names of every member the split's index step wrote (the staged index)."""
-    return {
-        m.file_name
-        for path in storage.list_files(staging.index_dir)
-        if storage.basename(path).startswith(f"{split}-")
-        for m in _read_members(path)
-    }
-
-
-def _read_ordered_members(path: str) -> tuple[MemberRef, ...]:
-    """A shard's member list, in the key order it was planned in."""
-    record = json.loads(storage.read_bytes(path))
-    split, names = record["split"], record["archives_in_order"]
-    return tuple(plan.row_member(split, names, row) for row in record["members"])
-
-
-def _write_ordered_members(path: str, split: str, archives: list[str], rows: list[list]) -> None:
-    """A shard's member list: its rows in key order, and the table their archive numbers
-    point into."""
-    text = json.dumps(
-        {"split": split, "archives_in_order": archives, "members": rows},
-        separators=(",", ":"),
-    )
-    storage.write_bytes(path, text.encode("utf-8"))
+    names: set[str] = set()
+    for path in storage.list_files(staging.index_dir):
+        if storage.basename(path).startswith(f"{split}-"):
+            names.update(member_table.read(path).table[member_table.FILE_NAME].to_pylist())
+    return names
 
 
 @contextlib.contextmanager
 def _without_cyclic_gc():
-    """Python's cycle collector off for a while: a split's plan makes some millions of
-    objects, none of them in a cycle, and the collector would walk them all again and
-    again as they are made (a quarter of train's plan)."""
+    """Python's cycle collector off for a while: a step that makes some 100,000 objects
+    at once (a shard's member list, an index), none of them in a cycle, in a worker that
+    holds Beam's own ~300,000, would otherwise collect ~200 times a shard (7% of a
+    worker's time at full count)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -142,7 +90,10 @@ class IndexMembersFn(beam.DoFn):
             return
         ident = hashlib.sha1(json.dumps([path, detail]).encode("utf-8")).hexdigest()[:20]
         index_file = self._staging.index_file(split, ident)
-        with RecordedErrors(self._staging, f"{split}-index-{ident}", path, labels=True) as guard:
+        with (
+            RecordedErrors(self._staging, f"{split}-index-{ident}", path, labels=True) as guard,
+            _without_cyclic_gc(),
+        ):
             refs = self._source.index(item)
             if self._devkit is not None and split == dataset.VALIDATION:
                 for ref in refs:
@@ -150,7 +101,7 @@ class IndexMembersFn(beam.DoFn):
             if self._schema is not None:
                 refs = self._schema.select(split, refs)
             if refs:
-                _write_members(index_file, refs)
+                member_table.write(index_file, MemberTable.from_refs(split, refs))
         if guard.failed:
             return
         self.indexed.inc(len(refs))
@@ -193,23 +144,18 @@ def _plan_group(group, num_shards, staging: StagingLayout, schema=None):
     if failed_already(staging, split):
         return
     planned = []
-    with (
-        RecordedErrors(staging, f"{split}-plan", staging.staging_dir) as guard,
-        _without_cyclic_gc(),
-    ):
-        numbers: dict[str, int] = {}
-        rows = _read_rows(sorted(index_files), numbers)
+    with RecordedErrors(staging, f"{split}-plan", staging.staging_dir) as guard:
+        members = MemberTable.concat(
+            split, [member_table.read(path) for path in sorted(index_files)]
+        )
         if num_shards is None and schema is not None:
-            num_shards = schema.default_num_shards(split, len(rows))
-        cut = plan.plan_rows(split, rows, num_shards)
-        num_images = len(rows)
-        del rows
-        archives = list(numbers)
+            num_shards = schema.default_num_shards(split, len(members))
+        cut = plan.plan_members(members, num_shards)
         for index, count, part in cut:
             path = staging.plan_file(split, index, count)
-            _write_ordered_members(path, split, archives, part)
+            member_table.write(path, part)
             planned.append((split, index, count, path))
-        totals = {"num_shards": len(cut), "num_images": num_images}
+        totals = {"num_shards": len(cut), "num_images": len(members)}
         storage.write_bytes(staging.planned_file(split), json.dumps(totals).encode("utf-8"))
     if not guard.failed:
         yield from planned
@@ -256,19 +202,23 @@ class WriteShardFn(beam.DoFn):
         split, index, num_shards, members_file = task
         if failed_already(self._staging, split):
             return
-        spec = plan.ShardSpec(split, index, num_shards, _read_ordered_members(members_file))
-        num_members = len(spec.members)
-        with RecordedErrors(
-            self._staging, f"{split}-{index:05d}", self._staging.staging_dir
-        ) as guard:
-            result = shards.write_shard(
-                spec, self._settings, self._source, self._staging.staging_dir, self._schema
-            )
-            del spec
-            storage.write_bytes(
-                self._staging.result_file(result.split, result.index),
-                result.to_json().encode("utf-8"),
-            )
+        with _without_cyclic_gc():
+            members = tuple(member_table.read(members_file).to_refs())
+            spec = plan.ShardSpec(split, index, num_shards, members)
+            del members
+            num_members = len(spec.members)
+            with RecordedErrors(
+                self._staging, f"{split}-{index:05d}", self._staging.staging_dir
+            ) as guard:
+                result = shards.write_shard(
+                    spec, self._settings, self._source, self._staging.staging_dir,
+                    self._schema,
+                )
+                del spec
+                storage.write_bytes(
+                    self._staging.result_file(result.split, result.index),
+                    result.to_json().encode("utf-8"),
+                )
         if guard.failed:
             return
         self.read.inc(num_members)

@@ -11,8 +11,9 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from imagenet_beam import dataset, pipeline, plan, shards, sources, synthetic
+from imagenet_beam import dataset, member_table, pipeline, plan, shards, sources, synthetic
 from imagenet_beam.layout import StagingLayout
+from imagenet_beam.member_table import MemberTable
 from imagenet_beam.settings import Settings
 
 
@@ -37,6 +38,10 @@ def _inputs(generated) -> list[tuple[str, str]]:
     ]
 
 
+def _write_index(path: str, split: str, refs) -> None:
+    member_table.write(path, MemberTable.from_refs(split, refs))
+
+
 def _all_members(generated) -> list[sources.MemberRef]:
     source = sources.get()
     return [ref for split, path in _inputs(generated)
@@ -52,7 +57,7 @@ def test_index_archives_writes_one_index_file_per_work_item(generated, tmp_path)
         # One work item per class tar of train, one for the flat validation tar.
         if splits != ["train"] * 3 + ["validation"]:
             raise BeamAssertException(f"work items {splits}")
-        indexed = [m for _, path in actual for m in pipeline._read_members(path)]
+        indexed = [m for _, path in actual for m in member_table.read(path).to_refs()]
         if sorted(indexed) != sorted(expected):
             raise BeamAssertException("the index files do not hold every member once")
         if not all(path.startswith(staging.index_dir) for _, path in actual):
@@ -69,7 +74,7 @@ def test_plan_shards_cuts_each_split_in_tfds_key_order(generated, tmp_path):
     index_files = []
     for split in (dataset.TRAIN, dataset.VALIDATION):
         path = staging.index_file(split, "all")
-        pipeline._write_members(path, [m for m in members if m.split == split])
+        _write_index(path, split, [m for m in members if m.split == split])
         index_files.append((split, path))
 
     with _pipeline() as p:
@@ -82,7 +87,7 @@ def test_plan_shards_cuts_each_split_in_tfds_key_order(generated, tmp_path):
 
     for split in (dataset.TRAIN, dataset.VALIDATION):
         expected = plan.plan_split(split, [m for m in members if m.split == split], 2)
-        written = [pipeline._read_ordered_members(staging.plan_file(split, i, 2))
+        written = [tuple(member_table.read(staging.plan_file(split, i, 2)).to_refs())
                    for i in range(2)]
         assert written == [spec.members for spec in expected]
         keys = [plan.example_key(split, m.file_name) for shard in written for m in shard]
@@ -94,7 +99,7 @@ def test_write_shards_writes_each_shard_and_its_result(generated, tmp_path):
     validation = [m for m in _all_members(generated) if m.split == dataset.VALIDATION]
     specs = plan.plan_split(dataset.VALIDATION, validation, 2)
     index_file = staging.index_file(dataset.VALIDATION, "all")
-    pipeline._write_members(index_file, validation)
+    _write_index(index_file, dataset.VALIDATION, validation)
     tasks = list(pipeline._plan_group((dataset.VALIDATION, [index_file]), 2, staging))
     settings = Settings.from_mapping(
         {"manual_dir": generated.manual_dir, "data_dir": str(tmp_path)}

@@ -9,6 +9,7 @@ from tensorflow_datasets.core import hashing, naming
 from tensorflow_datasets.core.utils import shard_utils
 
 from imagenet_beam import dataset, layout, plan
+from imagenet_beam.member_table import MemberTable
 from imagenet_beam.plan import PlanError
 from imagenet_beam.sources import MemberRef
 
@@ -217,21 +218,21 @@ def test_plan_default_shard_count_is_tfds_rule() -> None:
     # 2048 images of 64 MiB each: ~128 GiB, which TFDS cuts into 1024 shards.
     refs = members(2048, size=64 * MiB)
     specs = plan.plan_split(dataset.TRAIN, refs)
-    total = plan.estimated_bytes([plan.member_row(dataset.TRAIN, m) for m in refs])
+    total = MemberTable.from_refs(dataset.TRAIN, refs).estimated_bytes()
     assert total > 2048 * 64 * MiB
     assert len(specs) == tfds_shard_count(total, len(refs)) == 1024
     assert sizes(specs) == [2] * 1024
 
     # 300 images of 1 MiB: ~300 MiB → 4 shards of at least 64 MiB.
     refs = members(300, size=MiB)
-    total = plan.estimated_bytes([plan.member_row(dataset.TRAIN, m) for m in refs])
+    total = MemberTable.from_refs(dataset.TRAIN, refs).estimated_bytes()
     specs = plan.plan_split(dataset.TRAIN, refs)
     assert len(specs) == tfds_shard_count(total, 300) == 4
 
 
 def test_plan_estimate_counts_name_and_framing() -> None:
     m = member("ü.JPEG", size=1000)
-    assert plan.estimated_bytes([plan.member_row(dataset.TRAIN, m)]) == (
+    assert MemberTable.from_refs(dataset.TRAIN, [m]).estimated_bytes() == (
         1000 + len("ü.JPEG".encode()) + 48
     )
 
