@@ -118,6 +118,30 @@ def test_counts_regular_members_only_and_walks_compressed_tars(tmp_path) -> None
     assert check.sha256 == hashlib.sha256(packed.read_bytes()).hexdigest()  # stored bytes
 
 
+@pytest.mark.parametrize("chunk", [1, 100, 511, 513, 1500, 4096])
+def test_a_plain_tar_is_walked_by_its_headers_across_any_read_size(
+    tmp_path, monkeypatch, chunk: int
+) -> None:
+    """Headers, long names and member data that straddle the reads: the header walk
+    counts and hashes as `tarfile` and hashlib do over the whole file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for i in range(7):
+            name = f"{'long_' * 30 * (i % 2)}n01440764_{i}.JPEG"  # every other one > 100 chars
+            data = bytes([i]) * (i * 300 + 1)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path = tmp_path / "ILSVRC2012_img_val.tar"
+    path.write_bytes(buf.getvalue())
+    monkeypatch.setattr(archive_checks, "_CHUNK", chunk)
+    check = check_archive(str(path), verify_checksum=False)
+    with tarfile.open(path) as tar:
+        assert check.num_members == len(tar.getmembers()) == 7
+    assert (check.sha256, check.md5) == file_hashes(str(path))
+    assert check.size == os.path.getsize(path)
+
+
 @pytest.mark.parametrize(
     "cut",
     [
@@ -149,9 +173,10 @@ def test_truncated_tar_fails(manual_dir: str, tmp_path, cut: str, verify: bool) 
         check_archive(path, verify_checksum=verify)
     assert path in str(err.value) and "download it again" in str(err.value)
     reason = {
-        "at_member_boundary": f"stops at byte {at:,} without the end-of-archive marker",
-        "before_end_marker": f"stops at byte {at:,} without the end-of-archive marker",
-        "in_end_marker": f"stops at byte {at:,}, inside the end-of-archive marker",
+        "at_member_boundary": f"it ends after {at:,} bytes without the end-of-archive marker",
+        "before_end_marker": f"it ends after {at:,} bytes without the end-of-archive marker",
+        "in_end_marker": f"it ends after {at:,} bytes inside its end-of-archive marker",
+        "empty": "it is empty, not a tar archive",
     }.get(cut, "")
     assert reason in str(err.value)
 

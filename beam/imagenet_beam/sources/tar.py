@@ -12,7 +12,12 @@ from typing import BinaryIO, NamedTuple
 
 
 class ArchiveError(ValueError):
-    """An archive that cannot be read as the ILSVRC tarball it should be."""
+    """An archive that cannot be read as the ILSVRC tarball it should be. reason: for a
+    file that is not a complete tar, what is wrong, without the path or the advice."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 class TarEntry(NamedTuple):
@@ -23,6 +28,8 @@ class TarEntry(NamedTuple):
 
 def tfds_member_name(path: str) -> str | None:
     """The name TFDS gives a tar member, or None for members TFDS skips."""
+    if path and "/" not in path and path[0] != "." and path[-1] != "~":
+        return path  # a plain file name (every ImageNet member): normpath keeps it as it is
     path = os.path.normpath(path)
     if (
         path.startswith(".")
@@ -77,8 +84,13 @@ def _blocks(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
 
-def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
-    """Regular-file members of a tar, reading 512-byte headers only.
+def walk_tar(
+    fileobj: BinaryIO, description: str, *, tfds_names: bool = True
+) -> Iterator[TarEntry]:
+    """Regular-file members of a tar, reading 512-byte headers only. Seeks only forward,
+    so a stream that can skip ahead serves too. tfds_names: only the members TFDS keeps,
+    named as TFDS names them (`tfds_member_name`); False: every regular file, named as
+    stored.
 
     Python's tarfile spends ~60 µs a header; this walk, ~5 µs, which matters for 1.3 M
     members. It understands ustar, GNU (long names, base-256 sizes) and PAX headers, and
@@ -87,7 +99,8 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
 
     def broken(what: str) -> ArchiveError:
         return ArchiveError(
-            f"{description} {what}: the download may be incomplete or corrupt, download it again"
+            f"{description} {what}: the download may be incomplete or corrupt, download it again",
+            reason=what,
         )
 
     pos, long_name, pax, global_pax = 0, None, {}, {}
@@ -141,7 +154,7 @@ def walk_tar(fileobj: BinaryIO, description: str) -> Iterator[TarEntry]:
         if kind == _GNU_SPARSE:
             raise ArchiveError(f"{description} member {name!r} is a sparse file; repack the tar")
         if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
-            member = tfds_member_name(name)
+            member = tfds_member_name(name) if tfds_names else name
             if member is not None:
                 yield TarEntry(member, data, size)
         pos = data + _blocks(size)
