@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 # Path arithmetic is the layout's (standard library only); every caller reaches it here too.
+from imagenet_beam import direct_io
 from imagenet_beam.layout import basename, is_remote, join  # noqa: F401
 
 _READ_CHUNK = 8 << 20
@@ -202,6 +203,27 @@ def open_write(path: str) -> BinaryIO:
     return _filesystems().create(path, compression_type=_uncompressed())
 
 
+def open_write_bulk(path: str) -> BinaryIO:
+    """`open_write` for a file written once in large sequential writes (a shard): locally
+    past the page cache where the filesystem allows it (`direct_io`)."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return direct_io.open_write(path)
+    return open_write(path)
+
+
+def read_chunks(path: str) -> Iterator[bytes | memoryview]:
+    """A whole file in order, in large chunks, each valid only until the next is asked
+    for. Locally past the page cache where allowed (`direct_io`): what `open_write_bulk`
+    wrote is on the disk, not in memory, and is read from there at disk speed."""
+    if not is_remote(path):
+        yield from direct_io.read_chunks(path)
+        return
+    with open_read(path) as f:
+        while chunk := f.read(_READ_CHUNK):
+            yield chunk
+
+
 def read_bytes(path: str) -> bytes:
     with open_read(path) as f:
         return f.read()
@@ -338,11 +360,40 @@ def delete_files(paths: list[str]) -> None:
 
 def delete_tree(directory: str) -> None:
     if not is_remote(directory):
-        shutil.rmtree(directory, ignore_errors=True)
+        _delete_local_tree(directory)
         return
     files = list_files(directory)
     if files:
         _filesystems().delete(files)
+
+
+def _delete_local_tree(directory: str) -> None:
+    """`shutil.rmtree`, but the files unlinked by several threads first: freeing a replaced
+    version's GBs of shards is kernel work that one thread does at ~7 GB/s here and eight at
+    ~10 GB/s (0.66 against 0.46 s for 4.5 GB on 2 cores), and it is on the DAG's last step.
+    Symbolic links are removed, never followed; whatever cannot be removed is left, as
+    `rmtree(ignore_errors=True)` leaves it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def unlink(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    if os.path.islink(directory):
+        return  # as rmtree: a link is not a tree, and what it points to is not ours
+    files = []
+    for parent, dirnames, filenames in os.walk(directory):
+        files += [os.path.join(parent, name) for name in filenames]
+        files += [os.path.join(parent, name) for name in dirnames
+                  if os.path.islink(os.path.join(parent, name))]
+    if len(files) > 1:
+        with ThreadPoolExecutor(min(_PARALLEL_UNLINKS, len(files))) as pool:
+            for _ in pool.map(unlink, files):
+                pass
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+_PARALLEL_UNLINKS = 8
 
 
 def rename_tree(source: str, destination: str) -> None:

@@ -255,6 +255,28 @@ def test_delete_tree(tmp_path) -> None:
     storage.delete_tree(str(tmp_path / "never_existed"))
 
 
+def test_delete_tree_never_follows_links(tmp_path) -> None:
+    """The files are unlinked by several threads: links in the tree, or the tree itself
+    given as a link, must not lead them to what the link points to."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "users.txt").write_bytes(b"not ours")
+    root = tmp_path / "tree"
+    for i in range(20):
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"shard-{i}").write_bytes(DATA)
+    (root / "d0" / "to_outside").symlink_to(outside, target_is_directory=True)
+    (root / "d1" / "to_file").symlink_to(outside / "users.txt")
+    storage.delete_tree(str(root))
+    assert not root.exists()
+    assert (outside / "users.txt").read_bytes() == b"not ours"
+
+    link = tmp_path / "link_to_outside"
+    link.symlink_to(outside, target_is_directory=True)
+    storage.delete_tree(str(link))
+    assert (outside / "users.txt").read_bytes() == b"not ours"
+
+
 def test_upload_file_copies_locally(tmp_path) -> None:
     source, destination = str(tmp_path / "s"), str(tmp_path / "d")
     storage.write_bytes(source, DATA)

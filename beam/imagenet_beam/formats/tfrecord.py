@@ -13,7 +13,6 @@ from imagenet_beam import settings, storage
 from imagenet_beam.formats.base import RecordPieces, ShardFormat, WriteResult
 
 _HEADER = 12  # uint64 length + masked CRC32C of the length
-_READ_SIZE = 8 << 20
 
 
 def _mask(crc: int) -> int:
@@ -67,7 +66,7 @@ class TFRecordFormat(ShardFormat):
 
     def write(self, path: str, records: Iterable[RecordPieces]) -> WriteResult:
         digest, size, count, starts = hashlib.sha256(), 0, 0, []
-        with storage.open_write(path) as f:
+        with storage.open_write_bulk(path) as f:
             for parts in records:
                 starts.append(size)
                 for piece in tfrecord_frame_parts(parts):
@@ -85,20 +84,19 @@ class TFRecordFormat(ShardFormat):
         digest = hashlib.sha256()
         count = seen = next_at = 0  # records, bytes read, where the next header starts
         head = b""  # the start of a header that continues in the next read
-        with storage.open_read(path) as f:
-            while chunk := f.read(_READ_SIZE):
-                digest.update(chunk)
-                chunk_at, seen = seen, seen + len(chunk)
-                while next_at < seen:
-                    start = next_at - chunk_at
-                    header = (head + chunk[:_HEADER - len(head)] if start < 0
-                              else chunk[start:start + _HEADER])
-                    if len(header) < _HEADER:
-                        head = header
-                        break
-                    head = b""
-                    next_at += _HEADER + struct.unpack_from("<Q", header)[0] + 4
-                    count += 1
+        for chunk in storage.read_chunks(path):  # each valid until the next: nothing kept
+            digest.update(chunk)
+            chunk_at, seen = seen, seen + len(chunk)
+            while next_at < seen:
+                start = next_at - chunk_at
+                header = (head + chunk[:_HEADER - len(head)] if start < 0
+                          else chunk[start:start + _HEADER])
+                if len(header) < _HEADER:
+                    head = bytes(header)
+                    break
+                head = b""
+                next_at += _HEADER + struct.unpack_from("<Q", header)[0] + 4
+                count += 1
         if head:
             raise ShardFormatError(f"{path} ends inside a record header")
         if next_at != seen:
