@@ -175,7 +175,11 @@ def test_samples_are_first_records_of_evenly_spaced_shards_when_there_are_enough
     assert len(spots) == 16 and all(index == 0 for _, index in spots)
     assert [name for name, _ in spots] == [f"s{32 + 64 * k}" for k in range(16)]
     few = report.sample_spots([("a", 10), ("empty", 0), ("b", 10)], 4)
-    assert few == [("a", 2), ("a", 7), ("b", 2), ("b", 7)]
+    assert few == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]  # from each shard's start
+    short = report.sample_spots([("a", 1), ("b", 100_000)], 16)
+    assert short == [("a", 0)] + [("b", i) for i in range(15)]
+    assert report.sample_spots([("a", 2), ("b", 3)], 16) == [
+        ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
 
 
 def test_a_tfrecord_record_is_read_at_its_written_offset_or_by_walking(tmp_path):
