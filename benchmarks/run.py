@@ -149,7 +149,7 @@ def _remove_shards(out: str) -> None:
 
 def _settle(manual_dir: str | None = None) -> None:
     """Writes back what earlier runs left dirty in the page cache, so that no run pays for
-    the previous one's writes (the disk writes ~430 MB/s; a run writes GBs), and reads the
+    the previous one's writes (TFDS's builder writes GBs through the page cache), and reads the
     input once, so that every run finds it in the page cache (this machine evicts what it
     has not read for a while: a first read of 4.4 GB here took 20 s more than a warm one,
     and whichever run came first would pay it)."""
