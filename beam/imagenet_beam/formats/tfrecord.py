@@ -61,6 +61,34 @@ def _read_exactly(f, length: int) -> bytes:
     return b"".join(parts)
 
 
+def count_and_hash_chunks(chunks: Iterable, path: str) -> tuple[int, str]:
+    """The records in a file given as consecutive chunks of any sizes, and its sha256: each
+    chunk hashed, the record headers within it walked in memory (not a 12-byte read and a
+    seek a record: two system calls a record, each a wait for the GIL when another thread
+    holds it). A chunk may be reused once the next is asked for: nothing of it is kept."""
+    digest = hashlib.sha256()
+    count = seen = next_at = 0  # records, bytes read, where the next header starts
+    head = b""  # the start of a header that continues in the next chunk
+    for chunk in chunks:
+        digest.update(chunk)
+        chunk_at, seen = seen, seen + len(chunk)
+        while next_at < seen:
+            start = next_at - chunk_at
+            header = (head + chunk[:_HEADER - len(head)] if start < 0
+                      else chunk[start:start + _HEADER])
+            if len(header) < _HEADER:
+                head = bytes(header)
+                break
+            head = b""
+            next_at += _HEADER + struct.unpack_from("<Q", header)[0] + 4
+            count += 1
+    if head:
+        raise ShardFormatError(f"{path} ends inside a record header")
+    if next_at != seen:
+        raise ShardFormatError(f"{path} ends inside a record")
+    return count, digest.hexdigest()
+
+
 class TFRecordFormat(ShardFormat):
     name = settings.TFRECORD
 
@@ -77,31 +105,8 @@ class TFRecordFormat(ShardFormat):
         return WriteResult(count, size, digest.hexdigest(), tuple(starts))
 
     def count_and_hash(self, path: str) -> tuple[int, str]:
-        """One pass in large reads: each read hashed, the record headers within it walked
-        in memory (not a 12-byte read and a seek a record: two system calls a record,
-        each a wait for the GIL when another thread holds it), then no second read to
-        hash."""
-        digest = hashlib.sha256()
-        count = seen = next_at = 0  # records, bytes read, where the next header starts
-        head = b""  # the start of a header that continues in the next read
-        for chunk in storage.read_chunks(path):  # each valid until the next: nothing kept
-            digest.update(chunk)
-            chunk_at, seen = seen, seen + len(chunk)
-            while next_at < seen:
-                start = next_at - chunk_at
-                header = (head + chunk[:_HEADER - len(head)] if start < 0
-                          else chunk[start:start + _HEADER])
-                if len(header) < _HEADER:
-                    head = bytes(header)
-                    break
-                head = b""
-                next_at += _HEADER + struct.unpack_from("<Q", header)[0] + 4
-                count += 1
-        if head:
-            raise ShardFormatError(f"{path} ends inside a record header")
-        if next_at != seen:
-            raise ShardFormatError(f"{path} ends inside a record")
-        return count, digest.hexdigest()
+        """One pass in large reads (`count_and_hash_chunks`), past the page cache locally."""
+        return count_and_hash_chunks(storage.read_chunks(path), path)
 
     def read_records(
         self, path: str, indices: list[int], offsets: Mapping[int, int] | None = None
