@@ -180,32 +180,29 @@ def read_chunks(path: str, direct: bool = True) -> Iterator[memoryview | bytes]:
         except OSError as e:
             if not _refused(e):
                 raise
-    if fd < 0:
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-        return
-    buffer, offset = _take_buffer(), 0
-    try:
-        with memoryview(buffer) as whole:
-            while True:
-                try:
-                    got = os.preadv(fd, [buffer], offset)
-                except OSError as e:
-                    if not _refused(e):
-                        raise
-                    break  # this filesystem will not read so: the rest buffered, below
-                if not got:
-                    return
-                chunk = whole[:got]
-                yield chunk
-                chunk.release()
-                offset += got
-                if got % ALIGN:
-                    return  # a block cut short: the end of the file
-    finally:
-        os.close(fd)
-        _give_back(buffer)
+    offset = 0
+    if fd >= 0:
+        buffer = _take_buffer()
+        try:
+            with memoryview(buffer) as whole:
+                while True:
+                    try:
+                        got = os.preadv(fd, [buffer], offset)
+                    except OSError as e:
+                        if not _refused(e):
+                            raise
+                        break  # this filesystem will not read so: the rest buffered, below
+                    if not got:
+                        return
+                    chunk = whole[:got]
+                    yield chunk
+                    chunk.release()
+                    offset += got
+                    if got % ALIGN:
+                        return  # a block cut short: the end of the file
+        finally:
+            os.close(fd)
+            _give_back(buffer)
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
         while chunk := f.read(CHUNK):
